@@ -1,0 +1,39 @@
+//! What the API asks of the taskmanager (`taskmanager` queue); all casts.
+//!
+//! The control DB holds the intent (the instance rows); these messages only say which
+//! rows to act on, so a redelivered message re-reads the current state.
+
+use crate::agent::UserSpec;
+use crate::envelope::Method;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskRequest {
+    /// Provision and prepare a new, standalone instance. Databases and users travel here,
+    /// not through the control DB, so that user passwords are never stored there.
+    CreateInstance {
+        instance_id: Uuid,
+        #[serde(default)]
+        databases: Vec<String>,
+        #[serde(default)]
+        users: Vec<UserSpec>,
+    },
+    /// Seed the new replicas of one request from one snapshot of `source_id`, then attach.
+    CreateReplicas { source_id: Uuid, replica_ids: Vec<Uuid> },
+    /// Turn a replica into an independent, writable server.
+    DetachReplica { instance_id: Uuid },
+    /// Stop the instance's server and agent, remove its data and host.
+    DeleteInstance { instance_id: Uuid },
+}
+
+impl Method for TaskRequest {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::CreateInstance { .. } => "CreateInstance",
+            Self::CreateReplicas { .. } => "CreateReplicas",
+            Self::DetachReplica { .. } => "DetachReplica",
+            Self::DeleteInstance { .. } => "DeleteInstance",
+        }
+    }
+}
