@@ -1,1 +1,31 @@
-//! placeholder
+//! The one way a Ferrotrove process talks AMQP.
+//!
+//! Owns the lapin connection, the topology (one durable topic exchange; a durable queue per
+//! service, bound with its own name as routing key), and three typed operations:
+//! - [`Bus::call`]: request/reply over RabbitMQ's direct reply-to, with a deadline, a
+//!   `mandatory` publish (a call to a queue nobody declared fails at once) and typed remote
+//!   errors;
+//! - [`Bus::cast`]: a persistent, publisher-confirmed one-way message;
+//! - [`Bus::serve`]: consume a queue and hand each decoded request to a [`Handler`],
+//!   replying when the sender asked for a reply and acking after the handler returns.
+//!
+//! It must not know what any method means: it moves [`ferrotrove_proto::Envelope`]s.
+
+mod config;
+mod connection;
+mod error;
+mod replies;
+mod serve;
+
+pub use config::BusConfig;
+pub use connection::Bus;
+pub use error::BusError;
+pub use serve::{Handler, RequestContext, Server};
+
+/// Milliseconds since the Unix epoch by this host's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -95,23 +95,33 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::{AgentRequest, AgentResponse, AgentInfo};
+    use crate::agent::{AgentInfo, AgentRequest, AgentResponse};
     use crate::{ErrorKind, RemoteError};
 
     #[test]
     fn envelope_round_trips() {
         let req = AgentRequest::Ping;
-        let env = Envelope::new("taskmanager", req.name(), encode(&req).unwrap(), 1_700_000_000_000);
+        let env = Envelope::new(
+            "taskmanager",
+            req.name(),
+            encode(&req).unwrap(),
+            1_700_000_000_000,
+        );
         let bytes = env.to_bytes().unwrap();
         let back = Envelope::from_bytes(&bytes).unwrap();
         assert_eq!(back, env);
-        assert_eq!(decode::<AgentRequest>(&back.payload).unwrap(), AgentRequest::Ping);
+        assert_eq!(
+            decode::<AgentRequest>(&back.payload).unwrap(),
+            AgentRequest::Ping
+        );
     }
 
     #[test]
     fn reply_result_round_trips_with_error_kind() {
-        let ok: Result<AgentResponse, RemoteError> =
-            Ok(AgentResponse::Pong(AgentInfo { version: "0.1.0".into(), server_up: true }));
+        let ok: Result<AgentResponse, RemoteError> = Ok(AgentResponse::Pong(AgentInfo {
+            version: "0.1.0".into(),
+            server_up: true,
+        }));
         let err: Result<AgentResponse, RemoteError> =
             Err(RemoteError::new(ErrorKind::Conflict, "not a replica"));
         for v in [ok, err] {
@@ -150,7 +160,14 @@ mod tests {
             #[serde(with = "serde_bytes")]
             payload: Vec<u8>,
         }
-        let old = Old { version: 1, message_id: Uuid::now_v7(), sender: "x", sent_at_ms: 5, method: "Ping", payload: vec![] };
+        let old = Old {
+            version: 1,
+            message_id: Uuid::now_v7(),
+            sender: "x",
+            sent_at_ms: 5,
+            method: "Ping",
+            payload: vec![],
+        };
         let env = Envelope::from_bytes(&encode(&old).unwrap()).unwrap();
         assert_eq!(env.deadline_ms, None);
         assert_eq!(env.correlation_id, None);

@@ -20,7 +20,10 @@ pub enum TaskRequest {
         users: Vec<UserSpec>,
     },
     /// Seed the new replicas of one request from one snapshot of `source_id`, then attach.
-    CreateReplicas { source_id: Uuid, replica_ids: Vec<Uuid> },
+    CreateReplicas {
+        source_id: Uuid,
+        replica_ids: Vec<Uuid>,
+    },
     /// Turn a replica into an independent, writable server.
     DetachReplica { instance_id: Uuid },
     /// Stop the instance's server and agent, remove its data and host.

@@ -1,1 +1,102 @@
-//! Test harness.
+//! Test harness shared by every crate's tests: each test gets its own RabbitMQ vhost, its
+//! own control database and its own ports, so tests run in parallel and leave nothing behind.
+//!
+//! It depends on nothing of ours (any crate may dev-depend on it) and on no async runtime:
+//! clean-up runs in `Drop`, also when a test fails.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A short random name part, unique enough for parallel tests.
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 must work on a test machine")
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// A RabbitMQ vhost of its own, deleted (with everything in it) on drop.
+pub struct RabbitVhost {
+    pub name: String,
+}
+
+impl RabbitVhost {
+    pub fn create() -> RabbitVhost {
+        let name = format!("ft-test-{}", unique_suffix());
+        run(Command::new("rabbitmqctl").args(["-q", "add_vhost", &name])).expect("add_vhost");
+        run(Command::new("rabbitmqctl").args(["-q", "set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]))
+            .expect("set_permissions");
+        RabbitVhost { name }
+    }
+
+    /// The AMQP URL of this vhost as user guest.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+}
+
+impl Drop for RabbitVhost {
+    fn drop(&mut self) {
+        if let Err(e) = run(Command::new("rabbitmqctl").args(["-q", "delete_vhost", &self.name])) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+/// A control database of its own in the MariaDB at 127.0.0.1:3306, dropped on drop.
+pub struct ControlDb {
+    pub name: String,
+}
+
+impl ControlDb {
+    /// Names a database (created by whoever connects first); it is dropped on drop.
+    pub fn new() -> ControlDb {
+        ControlDb { name: format!("ft_test_{}", unique_suffix()) }
+    }
+
+    /// The server URL (without database) for `StoreConfig::url`.
+    pub fn server_url(&self) -> &'static str {
+        "mysql://root@127.0.0.1:3306"
+    }
+}
+
+impl Default for ControlDb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ControlDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS `{}`", self.name);
+        if let Err(e) = run(Command::new("mariadb").args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", "-e", &sql])) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+/// The path of a workspace binary built next to the test executable (`target/<profile>/`).
+/// The README's test command builds every binary before running the tests.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built; run `cargo build --workspace --bins` first", path.display());
+    path
+}

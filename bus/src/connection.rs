@@ -1,0 +1,284 @@
+//! The connection, its topology, and the publishing side: call and cast.
+
+use crate::replies::Replies;
+use crate::{BusConfig, BusError, now_ms};
+use ferrotrove_proto::envelope::{decode, encode};
+use ferrotrove_proto::{Envelope, Method, RemoteError, queues};
+use lapin::Confirmation;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// AMQP delivery mode 2: the broker writes the message to disk on a durable queue.
+const PERSISTENT: u8 = 2;
+pub(crate) const CONTENT_TYPE: &str = "application/msgpack";
+
+/// A connection to the broker, shared by every task of a process (cheap to clone).
+#[derive(Clone)]
+pub struct Bus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) connection: Connection,
+    pub(crate) exchange: String,
+    pub(crate) sender: String,
+    pub(crate) prefetch: u16,
+    /// Calls and casts publish here: publisher confirms on, direct reply-to consumed.
+    channel: Channel,
+    replies: Replies,
+    /// Queues this process has declared, so casts declare their target once.
+    declared: Mutex<HashSet<String>>,
+}
+
+impl Bus {
+    /// Connects and declares the exchange. `sender` names this process in every envelope
+    /// (`taskmanager`, `guestagent.<id>`, ...).
+    pub async fn connect(config: &BusConfig, sender: impl Into<String>) -> Result<Bus, BusError> {
+        let connection = Connection::connect(&config.url, ConnectionProperties::default())
+            .await
+            .map_err(|source| BusError::Connect {
+                url: config.redacted_url(),
+                source,
+            })?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channel
+            .exchange_declare(
+                config.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let replies = Replies::start(&channel).await?;
+        Ok(Bus {
+            inner: Arc::new(Inner {
+                connection,
+                exchange: config.exchange.clone(),
+                sender: sender.into(),
+                prefetch: config.prefetch.max(1),
+                channel,
+                replies,
+                declared: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Connects, retrying with exponential backoff (up to 5 s apart) until `give_up_after`.
+    pub async fn connect_with_retry(
+        config: &BusConfig,
+        sender: impl Into<String>,
+        give_up_after: Duration,
+    ) -> Result<Bus, BusError> {
+        let sender = sender.into();
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match Bus::connect(config, sender.clone()).await {
+                Ok(bus) => return Ok(bus),
+                Err(error) if started.elapsed() + pause < give_up_after => {
+                    tracing::warn!(%error, retry_in = ?pause, "message broker not reachable");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// This process's name in envelopes.
+    pub fn sender(&self) -> &str {
+        &self.inner.sender
+    }
+
+    /// Whether the connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connection.status().connected()
+    }
+
+    /// Sends `request` to `queue` and waits up to `timeout` for the reply.
+    ///
+    /// Fails at once with [`BusError::NotListening`] when no queue is bound for `queue`, and
+    /// with [`BusError::Remote`] carrying the peer's typed error when it answers with one.
+    pub async fn call<Req: Method, Resp: DeserializeOwned>(
+        &self,
+        queue: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, BusError> {
+        self.call_in_operation(queue, request, timeout, Uuid::now_v7())
+            .await
+    }
+
+    /// [`Bus::call`] as a step of `operation_id`: every retry of one step carries the same
+    /// operation id, so the receiver can tell a retry from a new command.
+    pub async fn call_in_operation<Req: Method, Resp: DeserializeOwned>(
+        &self,
+        queue: &str,
+        request: &Req,
+        timeout: Duration,
+        operation_id: Uuid,
+    ) -> Result<Resp, BusError> {
+        let method = request.name();
+        let timeout_ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+        let mut envelope = Envelope::new(&self.inner.sender, method, encode(request)?, now_ms());
+        envelope.deadline_ms = Some(envelope.sent_at_ms.saturating_add(timeout_ms));
+        envelope.operation_id = Some(operation_id);
+        let id = envelope.message_id;
+        let mut pending = self.inner.replies.expect(id);
+        let properties = BasicProperties::default()
+            .with_reply_to(queues::DIRECT_REPLY_TO.into())
+            .with_correlation_id(id.to_string().into())
+            // The broker drops the request if nobody takes it before the caller gives up.
+            .with_expiration(timeout_ms.max(1).to_string().into());
+        self.publish(queue, &envelope, properties).await?;
+        let reply = match tokio::time::timeout(timeout, &mut pending.rx).await {
+            Err(_) => {
+                return Err(BusError::Timeout {
+                    queue: queue.to_owned(),
+                    method: method.to_owned(),
+                    after: timeout,
+                });
+            }
+            Ok(Err(_)) => return Err(BusError::Closed),
+            Ok(Ok(reply)) => reply,
+        };
+        let result: Result<Resp, RemoteError> = decode(&reply.payload)?;
+        result.map_err(|error| BusError::Remote {
+            queue: queue.to_owned(),
+            method: method.to_owned(),
+            error,
+        })
+    }
+
+    /// Sends `message` to `queue` without waiting for an answer, once the broker has
+    /// confirmed it holds the message. The queue is declared (durable) if it does not
+    /// exist yet, so a cast to a service that has not started yet waits for it.
+    pub async fn cast<M: Method>(&self, queue: &str, message: &M) -> Result<(), BusError> {
+        self.declare_queue(queue).await?;
+        let envelope = Envelope::new(
+            &self.inner.sender,
+            message.name(),
+            encode(message)?,
+            now_ms(),
+        );
+        let properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
+        self.publish(queue, &envelope, properties).await
+    }
+
+    /// Declares the durable queue `queue` and binds it to the exchange under its own name.
+    /// Idempotent; each process does it once per queue.
+    pub async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
+        if self.declared().contains(queue) {
+            return Ok(());
+        }
+        declare_and_bind(&self.inner.channel, &self.inner.exchange, queue).await?;
+        self.declared().insert(queue.to_owned());
+        Ok(())
+    }
+
+    /// Deletes a queue and the messages in it (an instance's guest queue, on delete).
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), BusError> {
+        self.inner
+            .channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await?;
+        self.declared().remove(queue);
+        Ok(())
+    }
+
+    /// Closes the connection; calls in flight fail with [`BusError::Closed`].
+    pub async fn close(&self) {
+        if let Err(error) = self.inner.connection.close(200, "closing".into()).await {
+            tracing::debug!(%error, "closing the bus connection");
+        }
+    }
+
+    fn declared(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner
+            .declared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes `envelope` to the exchange with routing key `queue`, `mandatory`, and waits
+    /// for the broker's confirm.
+    async fn publish(
+        &self,
+        queue: &str,
+        envelope: &Envelope,
+        properties: BasicProperties,
+    ) -> Result<(), BusError> {
+        let body = envelope.to_bytes()?;
+        let properties = properties
+            .with_message_id(envelope.message_id.to_string().into())
+            .with_content_type(CONTENT_TYPE.into())
+            .with_type(envelope.method.as_str().into());
+        let confirm = self
+            .inner
+            .channel
+            .basic_publish(
+                self.inner.exchange.as_str().into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &body,
+                properties,
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_returned)) => Err(BusError::NotListening {
+                queue: queue.to_owned(),
+            }),
+            Confirmation::Nack(_) => Err(BusError::Nacked {
+                queue: queue.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Declares a durable queue and binds it to the exchange with its own name as routing key.
+pub(crate) async fn declare_and_bind(
+    channel: &Channel,
+    exchange: &str,
+    queue: &str,
+) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! The consuming side: a queue's deliveries, decoded and handed to a typed handler.
+
+use crate::connection::{Bus, CONTENT_TYPE, declare_and_bind};
+use crate::{BusError, now_ms};
+use ferrotrove_proto::envelope::{decode, encode};
+use ferrotrove_proto::{Envelope, ErrorKind, Method, PROTOCOL_VERSION, RemoteError};
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// A service's answer to its methods.
+pub trait Handler: Send + Sync + 'static {
+    type Request: Method;
+    type Response: Serialize + Send + Sync + 'static;
+
+    /// Handles one request. The reply (for calls) is sent and the message acked after this
+    /// returns, so work recorded here is never lost to a crash.
+    fn handle(
+        &self,
+        request: Self::Request,
+        ctx: RequestContext,
+    ) -> impl Future<Output = Result<Self::Response, RemoteError>> + Send;
+}
+
+/// Who sent a request, and as part of what.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub message_id: Uuid,
+    pub operation_id: Option<Uuid>,
+    pub sender: String,
+    pub method: &'static str,
+    /// Whether the broker delivered this message before (the consumer died before acking).
+    pub redelivered: bool,
+}
+
+/// A running consumer. Dropping it leaves it running; [`Server::stop`] ends it.
+pub struct Server {
+    channel: Channel,
+    consumer_tag: String,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops taking new messages. Messages being handled finish and are acked.
+    pub async fn stop(self) {
+        let _ = self
+            .channel
+            .basic_cancel(
+                self.consumer_tag.as_str().into(),
+                BasicCancelOptions::default(),
+            )
+            .await;
+        self.task.abort();
+    }
+
+    /// Resolves when the consumer ends by itself: the connection or channel was lost.
+    pub async fn closed(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Bus {
+    /// Consumes the durable queue `queue` (declaring and binding it), handing each message
+    /// to `handler` in a task of its own, at most `prefetch` at a time.
+    pub async fn serve<H: Handler>(&self, queue: &str, handler: H) -> Result<Server, BusError> {
+        let channel = self.inner.connection.create_channel().await?;
+        declare_and_bind(&channel, &self.inner.exchange, queue).await?;
+        channel
+            .basic_qos(self.inner.prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer_tag = format!("{}.{}", self.inner.sender, Uuid::now_v7());
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                consumer_tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let handler = Arc::new(handler);
+        let queue_name: Arc<str> = queue.into();
+        let reply_channel = channel.clone();
+        let sender: Arc<str> = self.inner.sender.as_str().into();
+        let task = tokio::spawn(async move {
+            while let Some(delivery) = consumer.next().await {
+                match delivery {
+                    Ok(delivery) => {
+                        let (handler, channel, queue, sender) = (
+                            handler.clone(),
+                            reply_channel.clone(),
+                            queue_name.clone(),
+                            sender.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let replier = Replier {
+                                channel: &channel,
+                                sender: &sender,
+                            };
+                            handle_delivery(&*handler, replier, &queue, delivery).await
+                        });
+                    }
+                    Err(error) => {
+                        tracing::error!(queue = %queue_name, %error, "consumer failed");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Server {
+            channel,
+            consumer_tag,
+            task,
+        })
+    }
+}
+
+/// Decodes, checks and handles one delivery, replies if asked, then acks (or rejects what
+/// can never be handled, so it goes to the dead-letter queue instead of looping).
+async fn handle_delivery<H: Handler>(
+    handler: &H,
+    replier: Replier<'_>,
+    queue: &str,
+    delivery: Delivery,
+) {
+    let reply_to = delivery.properties.reply_to().clone();
+    let envelope = match Envelope::from_bytes(&delivery.data) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::warn!(queue, %error, "rejecting a message that is not an envelope");
+            reject(&delivery).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "rpc",
+        queue,
+        method = %envelope.method,
+        sender = %envelope.sender,
+        message_id = %envelope.message_id,
+        operation_id = ?envelope.operation_id,
+    );
+    async {
+        let outcome: Result<H::Response, RemoteError> = if envelope.version != PROTOCOL_VERSION {
+            tracing::warn!(version = envelope.version, "unsupported protocol version");
+            Err(RemoteError::new(
+                ErrorKind::UnsupportedVersion,
+                format!("protocol version {} is not supported (this peer speaks {PROTOCOL_VERSION})", envelope.version),
+            ))
+        } else if envelope.expired(now_ms()) {
+            tracing::warn!("dropping a message whose deadline has passed");
+            ack(&delivery).await;
+            return;
+        } else {
+            match decode::<H::Request>(&envelope.payload) {
+                Ok(request) => {
+                    let ctx = RequestContext {
+                        message_id: envelope.message_id,
+                        operation_id: envelope.operation_id,
+                        sender: envelope.sender.clone(),
+                        method: request.name(),
+                        redelivered: delivery.redelivered,
+                    };
+                    let outcome = handler.handle(request, ctx).await;
+                    if let Err(error) = &outcome {
+                        tracing::warn!(%error, "request failed");
+                    }
+                    outcome
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "unknown method or malformed arguments");
+                    Err(RemoteError::new(
+                        ErrorKind::UnknownMethod,
+                        format!("cannot handle method {:?} on {queue}: {error}", envelope.method),
+                    ))
+                }
+            }
+        };
+        match reply_to {
+            Some(reply_to) => {
+                if let Err(error) = replier.send(&envelope, reply_to, &outcome).await {
+                    tracing::warn!(%error, "could not send the reply");
+                }
+                ack(&delivery).await;
+            }
+            None if matches!(&outcome, Err(e) if matches!(e.kind, ErrorKind::UnknownMethod | ErrorKind::UnsupportedVersion)) => {
+                reject(&delivery).await;
+            }
+            None => ack(&delivery).await,
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Sends replies on the channel the request came in on, in this process's name.
+struct Replier<'a> {
+    channel: &'a Channel,
+    sender: &'a str,
+}
+
+impl Replier<'_> {
+    async fn send<T: Serialize>(
+        &self,
+        request: &Envelope,
+        reply_to: ShortString,
+        outcome: &Result<T, RemoteError>,
+    ) -> Result<(), BusError> {
+        let mut reply = Envelope::new(self.sender, "Reply", encode(outcome)?, now_ms());
+        reply.correlation_id = Some(request.message_id);
+        reply.operation_id = request.operation_id;
+        let properties = BasicProperties::default()
+            .with_correlation_id(request.message_id.to_string().into())
+            .with_content_type(CONTENT_TYPE.into());
+        // Replies go through the default exchange, which routes `amq.rabbitmq.reply-to.*`
+        // names straight to the caller's channel.
+        self.channel
+            .basic_publish(
+                "".into(),
+                reply_to,
+                BasicPublishOptions::default(),
+                &reply.to_bytes()?,
+                properties,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        tracing::warn!(%error, "ack failed; the message will be redelivered");
+    }
+}
+
+async fn reject(delivery: &Delivery) {
+    if let Err(error) = delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+    {
+        tracing::warn!(%error, "reject failed");
+    }
+}

@@ -1,0 +1,218 @@
+//! The bus against the real local RabbitMQ, each test in a vhost of its own.
+
+use ferrotrove_bus::{Bus, BusConfig, BusError, Handler, RequestContext};
+use ferrotrove_proto::envelope::encode;
+use ferrotrove_proto::{Envelope, ErrorKind, Method, RemoteError};
+use ferrotrove_tests::RabbitVhost;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Echo {
+    Say(String),
+    Fail(String),
+    Sleep(u64),
+    Count,
+}
+
+impl Method for Echo {
+    fn name(&self) -> &'static str {
+        match self {
+            Echo::Say(_) => "Say",
+            Echo::Fail(_) => "Fail",
+            Echo::Sleep(_) => "Sleep",
+            Echo::Count => "Count",
+        }
+    }
+}
+
+/// A method the echo server does not know.
+#[derive(Debug, Serialize, Deserialize)]
+enum Newer {
+    Frobnicate,
+}
+
+impl Method for Newer {
+    fn name(&self) -> &'static str {
+        "Frobnicate"
+    }
+}
+
+#[derive(Clone, Default)]
+struct EchoServer {
+    counted: Arc<AtomicUsize>,
+}
+
+impl Handler for EchoServer {
+    type Request = Echo;
+    type Response = String;
+
+    async fn handle(&self, request: Echo, ctx: RequestContext) -> Result<String, RemoteError> {
+        match request {
+            Echo::Say(s) => Ok(format!("{s} from {}", ctx.sender)),
+            Echo::Fail(s) => Err(RemoteError::new(ErrorKind::Conflict, s)),
+            Echo::Sleep(ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok("slept".into())
+            }
+            Echo::Count => {
+                self.counted.fetch_add(1, Ordering::SeqCst);
+                Ok(String::new())
+            }
+        }
+    }
+}
+
+async fn bus(vhost: &RabbitVhost, sender: &str) -> Bus {
+    let config = BusConfig {
+        url: vhost.url(),
+        exchange: "ft-test".into(),
+        prefetch: 8,
+    };
+    Bus::connect(&config, sender)
+        .await
+        .expect("connect to the local RabbitMQ")
+}
+
+#[tokio::test]
+async fn call_round_trip_and_typed_errors() {
+    let vhost = RabbitVhost::create();
+    let server_bus = bus(&vhost, "server").await;
+    let client = bus(&vhost, "client").await;
+    let _server = server_bus
+        .serve("echo", EchoServer::default())
+        .await
+        .unwrap();
+
+    let reply: String = client
+        .call("echo", &Echo::Say("hi".into()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, "hi from client");
+
+    let err = client
+        .call::<_, String>(
+            "echo",
+            &Echo::Fail("not a replica".into()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(err.remote().unwrap().message, "not a replica");
+
+    let err = client
+        .call::<_, String>("echo", &Newer::Frobnicate, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownMethod, "{err}");
+
+    // Many calls in flight on one connection, each gets its own reply.
+    let calls = (0..50).map(|i| {
+        let client = client.clone();
+        async move {
+            client
+                .call::<_, String>("echo", &Echo::Say(i.to_string()), Duration::from_secs(5))
+                .await
+        }
+    });
+    let replies = futures::future::join_all(calls).await;
+    for (i, r) in replies.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), format!("{i} from client"));
+    }
+}
+
+#[tokio::test]
+async fn call_to_nobody_fails_at_once() {
+    let vhost = RabbitVhost::create();
+    let client = bus(&vhost, "client").await;
+    let started = Instant::now();
+    let err = client
+        .call::<_, String>(
+            "guestagent.nobody",
+            &Echo::Say("x".into()),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::NotListening { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited for the deadline instead of failing at once"
+    );
+}
+
+#[tokio::test]
+async fn call_times_out_and_late_reply_is_dropped() {
+    let vhost = RabbitVhost::create();
+    let server_bus = bus(&vhost, "server").await;
+    let client = bus(&vhost, "client").await;
+    let _server = server_bus
+        .serve("echo", EchoServer::default())
+        .await
+        .unwrap();
+    let err = client
+        .call::<_, String>("echo", &Echo::Sleep(1500), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Timeout { .. }), "{err}");
+    assert!(err.is_retryable());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The late reply did not confuse the next call.
+    let reply: String = client
+        .call("echo", &Echo::Say("after".into()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, "after from client");
+}
+
+#[tokio::test]
+async fn casts_wait_for_their_consumer_and_garbage_is_survived() {
+    let vhost = RabbitVhost::create();
+    let client = bus(&vhost, "client").await;
+    // Cast before anyone serves: the queue is declared by the cast, so nothing is lost.
+    for _ in 0..20 {
+        client.cast("work", &Echo::Count).await.unwrap();
+    }
+    // Garbage and a wrong protocol version, published raw.
+    let conn = lapin::Connection::connect(&vhost.url(), Default::default())
+        .await
+        .unwrap();
+    let raw = conn.create_channel().await.unwrap();
+    for body in [b"\xc1 not msgpack".to_vec(), {
+        let mut env = Envelope::new("intruder", "Count", encode(&Echo::Count).unwrap(), 0);
+        env.version = 99;
+        env.to_bytes().unwrap()
+    }] {
+        raw.basic_publish(
+            "ft-test".into(),
+            "work".into(),
+            Default::default(),
+            &body,
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let server = EchoServer::default();
+    let counted = server.counted.clone();
+    let server_bus = bus(&vhost, "server").await;
+    let _server = server_bus.serve("work", server).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counted.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted.load(Ordering::SeqCst), 20);
+    // Still serving after the bad messages.
+    client.cast("work", &Echo::Count).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counted.load(Ordering::SeqCst) < 21 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted.load(Ordering::SeqCst), 21);
+    conn.close(200, "bye".into()).await.unwrap();
+}
