@@ -69,9 +69,10 @@ impl ControlDb {
         ControlDb { name: format!("ft_test_{}", unique_suffix()) }
     }
 
-    /// The server URL (without database) for `StoreConfig::url`.
+    /// The server URL (without database) for `StoreConfig::url`: the development user
+    /// that `deploy/dev/services.sh` creates.
     pub fn server_url(&self) -> &'static str {
-        "mysql://root@127.0.0.1:3306"
+        "mysql://ferrotrove:ferrotrove@127.0.0.1:3306"
     }
 }
 
@@ -84,7 +85,7 @@ impl Default for ControlDb {
 impl Drop for ControlDb {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS `{}`", self.name);
-        if let Err(e) = run(Command::new("mariadb").args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", "-e", &sql])) {
+        if let Err(e) = run(Command::new("mariadb").args(["-h", "127.0.0.1", "-P", "3306", "-u", "ferrotrove", "-pferrotrove", "-e", &sql])) {
             eprintln!("cleanup: {e}");
         }
     }
@@ -99,4 +100,45 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.exists(), "{} is not built; run `cargo build --workspace --bins` first", path.display());
     path
+}
+
+/// Whether `pid` names a live process (a zombie, exited but not reaped, counts as gone).
+pub fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false);
+    exists && !zombie
+}
+
+/// Kills every process named by a `*.pid` file under `dir` (any depth) and waits until
+/// they are gone: what a test's instances started must not outlive the test.
+pub fn kill_processes_under(dir: &std::path::Path) {
+    let mut pids = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "pid") {
+                if let Some(pid) = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    for &pid in &pids {
+        if process_alive(pid) {
+            // SAFETY: plain signal delivery to a pid a test's process recorded.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pids.iter().any(|&p| process_alive(p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

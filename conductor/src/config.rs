@@ -1,0 +1,47 @@
+//! The conductor's configuration: a TOML file plus `FTROVE_CONDUCTOR__*` environment
+//! overrides (e.g. `FTROVE_CONDUCTOR__BUS__URL`).
+
+use ferrotrove_bus::BusConfig;
+use ferrotrove_store::StoreConfig;
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConductorConfig {
+    /// The message bus (`[bus]`): url, exchange, prefetch.
+    pub bus: BusConfig,
+    /// The control DB (`[store]`): url, database.
+    pub store: StoreConfig,
+    /// How long to keep trying to reach the broker at start, in seconds. Default 60.
+    pub startup_timeout_secs: u64,
+}
+
+impl Default for ConductorConfig {
+    fn default() -> Self {
+        ConductorConfig {
+            bus: BusConfig { prefetch: 256, ..BusConfig::default() },
+            store: StoreConfig::default(),
+            startup_timeout_secs: 60,
+        }
+    }
+}
+
+impl ConductorConfig {
+    /// Loads `path` (when given) over the defaults, then the environment.
+    pub fn load(path: Option<&Path>) -> Result<ConductorConfig, config::ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder
+            .add_source(config::Environment::with_prefix("FTROVE_CONDUCTOR").separator("__"))
+            .build()?
+            .try_deserialize()
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.startup_timeout_secs)
+    }
+}

@@ -1,0 +1,60 @@
+//! The conductor: the only consumer of what guests report (heartbeats today; progress and
+//! job results later). It writes each report to the control DB and acks it only then.
+//!
+//! It must not command agents or run orchestrations (that is the taskmanager's), and it
+//! never trusts a report's claim about which instance it is from beyond what the control
+//! DB knows (a heartbeat for an unknown or deleted instance is dropped).
+
+pub mod config;
+
+use ferrotrove_bus::{Bus, Handler, RequestContext};
+use ferrotrove_proto::conductor::ConductorMessage;
+use ferrotrove_proto::{ErrorKind, RemoteError, queues};
+use ferrotrove_store::Store;
+use std::future::Future;
+use tracing::Instrument;
+
+pub use config::ConductorConfig;
+
+/// Writes guest reports to the control DB.
+pub struct Conductor {
+    store: Store,
+}
+
+impl Handler for Conductor {
+    type Request = ConductorMessage;
+    type Response = ();
+
+    async fn handle(&self, message: ConductorMessage, _ctx: RequestContext) -> Result<(), RemoteError> {
+        match message {
+            ConductorMessage::Heartbeat(heartbeat) => {
+                let span = tracing::debug_span!("heartbeat", instance_id = %heartbeat.instance_id, seq = heartbeat.seq);
+                let applied = self
+                    .store
+                    .record_heartbeat(&heartbeat)
+                    .instrument(span)
+                    .await
+                    .map_err(|e| RemoteError::new(ErrorKind::Database, e.to_string()))?;
+                if !applied {
+                    tracing::debug!(instance_id = %heartbeat.instance_id, seq = heartbeat.seq, "stale or unknown heartbeat ignored");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs a conductor until `shutdown` resolves or the bus connection is lost.
+pub async fn run(config: ConductorConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let store = Store::connect(&config.store).await?;
+    let bus = Bus::connect_with_retry(&config.bus, "conductor", config.startup_timeout()).await?;
+    let mut server = bus.serve(queues::CONDUCTOR, Conductor { store }).await?;
+    tracing::info!(exchange = %config.bus.exchange, "conductor serving");
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down"),
+        _ = server.closed() => anyhow::bail!("lost the message bus connection"),
+    }
+    server.stop().await;
+    bus.close().await;
+    Ok(())
+}

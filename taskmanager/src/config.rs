@@ -1,0 +1,176 @@
+//! The taskmanager's configuration: a TOML file plus `FTROVE_TASKMANAGER__*` environment
+//! overrides (e.g. `FTROVE_TASKMANAGER__LOCAL__STATE_DIR`).
+
+use ferrotrove_bus::BusConfig;
+use ferrotrove_store::StoreConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskmanagerConfig {
+    /// The message bus (`[bus]`). Its prefetch is how many tasks run at once. Default 16.
+    pub bus: BusConfig,
+    /// The control DB (`[store]`).
+    pub store: StoreConfig,
+    /// Which provisioner gives new instances a host: only `local` exists today.
+    pub provisioner: ProvisionerKind,
+    /// Settings of the `local` provisioner (`[local]`).
+    pub local: LocalConfig,
+    /// Time limits of the agent calls (`[timeouts]`).
+    pub timeouts: Timeouts,
+    /// How long to keep trying to reach the broker at start, in seconds. Default 60.
+    pub startup_timeout_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvisionerKind {
+    /// Instances are agent processes with their own MariaDB server on this host.
+    Local,
+}
+
+/// The `local` provisioner: every instance is a directory under `state_dir` holding the
+/// agent's config and log and the MariaDB data, with a port of its own on `host`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Where instance directories and the snapshot store live. Default `/var/lib/ferrotrove`.
+    pub state_dir: PathBuf,
+    /// The address instances listen on and replicas connect to. Default `127.0.0.1`.
+    pub host: String,
+    /// The agent binary. Default: `ftrove-agent` next to this binary, else on `PATH`.
+    pub agent_binary: Option<PathBuf>,
+    /// How often agents send heartbeats, in seconds. Default 5.
+    pub heartbeat_interval_secs: u64,
+    /// Largest InnoDB buffer pool an instance gets, in MiB (many share one host). Default 256.
+    pub max_buffer_pool_mb: u64,
+    /// The system user the database servers run as. Default `mysql`.
+    pub mysqld_user: String,
+}
+
+/// Seconds each kind of agent call may take.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// A new agent must answer a ping within this. Default 60.
+    pub agent_start_secs: u64,
+    /// Quick calls (ping, status, users, detach). Default 30.
+    pub short_secs: u64,
+    /// Prepare (initialise and start a server). Default 300.
+    pub prepare_secs: u64,
+    /// Snapshot of a source and restore on a replica, each. Default 3600.
+    pub seed_secs: u64,
+}
+
+impl Default for TaskmanagerConfig {
+    fn default() -> Self {
+        TaskmanagerConfig {
+            bus: BusConfig { prefetch: 16, ..BusConfig::default() },
+            store: StoreConfig::default(),
+            provisioner: ProvisionerKind::Local,
+            local: LocalConfig::default(),
+            timeouts: Timeouts::default(),
+            startup_timeout_secs: 60,
+        }
+    }
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            state_dir: PathBuf::from("/var/lib/ferrotrove"),
+            host: "127.0.0.1".to_owned(),
+            agent_binary: None,
+            heartbeat_interval_secs: 5,
+            max_buffer_pool_mb: 256,
+            mysqld_user: "mysql".to_owned(),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { agent_start_secs: 60, short_secs: 30, prepare_secs: 300, seed_secs: 3600 }
+    }
+}
+
+impl Timeouts {
+    pub fn agent_start(&self) -> Duration {
+        Duration::from_secs(self.agent_start_secs)
+    }
+    pub fn short(&self) -> Duration {
+        Duration::from_secs(self.short_secs)
+    }
+    pub fn prepare(&self) -> Duration {
+        Duration::from_secs(self.prepare_secs)
+    }
+    pub fn seed(&self) -> Duration {
+        Duration::from_secs(self.seed_secs)
+    }
+}
+
+impl TaskmanagerConfig {
+    /// Loads `path` (when given) over the defaults, then the environment, and checks it.
+    pub fn load(path: Option<&Path>) -> Result<TaskmanagerConfig, config::ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let cfg: TaskmanagerConfig = builder
+            .add_source(config::Environment::with_prefix("FTROVE_TASKMANAGER").separator("__"))
+            .build()?
+            .try_deserialize()?;
+        cfg.validate().map_err(config::ConfigError::Message)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.local.state_dir.is_absolute() {
+            return Err(format!("local.state_dir must be an absolute path, not {:?}", self.local.state_dir));
+        }
+        if self.local.heartbeat_interval_secs == 0 {
+            return Err("local.heartbeat_interval_secs must be at least 1".into());
+        }
+        if self.local.host.is_empty() {
+            return Err("local.host must not be empty".into());
+        }
+        Ok(())
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.startup_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_str(toml: &str) -> Result<TaskmanagerConfig, config::ConfigError> {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        TaskmanagerConfig::load(Some(f.path()))
+    }
+
+    #[test]
+    fn defaults_apply_to_what_the_file_leaves_out() {
+        let cfg = load_str("[local]\nstate_dir = \"/tmp/ft\"\n").unwrap();
+        assert_eq!(cfg.local.state_dir, PathBuf::from("/tmp/ft"));
+        assert_eq!(cfg.local.heartbeat_interval_secs, 5);
+        assert_eq!(cfg.bus.exchange, "ferrotrove");
+        assert_eq!(cfg.provisioner, ProvisionerKind::Local);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let err = load_str("[local]\nstate_dir = \"relative/dir\"\n").unwrap_err().to_string();
+        assert!(err.contains("state_dir"), "{err}");
+        let err = load_str("[local]\nstat_dir = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("stat_dir"), "{err}");
+        let err = load_str("provisioner = \"cloud\"\n").unwrap_err().to_string();
+        assert!(err.contains("cloud"), "{err}");
+    }
+}

@@ -1,0 +1,26 @@
+//! Why a task step failed. The Display text becomes the instance's fault message, so it
+//! says what failed in words a user can act on, and never carries a secret.
+
+use ferrotrove_bus::BusError;
+use ferrotrove_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("control DB: {0}")]
+    Store(#[from] StoreError),
+    #[error("provisioning failed: {0}")]
+    Provision(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    State(String),
+}
+
+impl TaskError {
+    /// Adds what the step was doing in front of the error, for the fault message.
+    pub fn during(self, step: impl std::fmt::Display) -> TaskError {
+        TaskError::State(format!("{step}: {self}"))
+    }
+}

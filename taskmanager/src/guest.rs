@@ -1,0 +1,105 @@
+//! The guest agent's API as the taskmanager uses it: one typed method per command, each
+//! with the time limit that fits it.
+
+use crate::config::Timeouts;
+use crate::error::TaskError;
+use ferrotrove_bus::Bus;
+use ferrotrove_proto::agent::{
+    AgentInfo, AgentRequest, AgentResponse, AttachRequest, PrepareRequest, ReplicationUser,
+    ReplicationUserName, ServerStatus, SnapshotInfo, SnapshotRequest,
+};
+use ferrotrove_proto::queues;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Talks to one instance's agent.
+pub struct Guest<'a> {
+    bus: &'a Bus,
+    timeouts: &'a Timeouts,
+    instance_id: Uuid,
+    queue: String,
+}
+
+impl<'a> Guest<'a> {
+    pub fn new(bus: &'a Bus, timeouts: &'a Timeouts, instance_id: Uuid) -> Guest<'a> {
+        Guest { bus, timeouts, instance_id, queue: queues::guest(instance_id) }
+    }
+
+    async fn call(&self, request: AgentRequest, timeout: Duration) -> Result<AgentResponse, TaskError> {
+        let method = ferrotrove_proto::Method::name(&request);
+        tracing::debug!(instance_id = %self.instance_id, method, "calling agent");
+        Ok(self.bus.call(&self.queue, &request, timeout).await?)
+    }
+
+    pub async fn ping(&self, timeout: Duration) -> Result<AgentInfo, TaskError> {
+        match self.call(AgentRequest::Ping, timeout).await? {
+            AgentResponse::Pong(info) => Ok(info),
+            other => Err(unexpected("Ping", &other)),
+        }
+    }
+
+    pub async fn prepare(&self, request: PrepareRequest) -> Result<ServerStatus, TaskError> {
+        match self.call(AgentRequest::Prepare(request), self.timeouts.prepare()).await? {
+            AgentResponse::Prepared(status) => Ok(status),
+            other => Err(unexpected("Prepare", &other)),
+        }
+    }
+
+    pub async fn create_snapshot(&self, snapshot_id: Uuid) -> Result<SnapshotInfo, TaskError> {
+        let request = AgentRequest::CreateSnapshot(SnapshotRequest { snapshot_id });
+        match self.call(request, self.timeouts.seed()).await? {
+            AgentResponse::Snapshot(info) => Ok(info),
+            other => Err(unexpected("CreateSnapshot", &other)),
+        }
+    }
+
+    pub async fn delete_snapshot(&self, snapshot_id: Uuid) -> Result<(), TaskError> {
+        let request = AgentRequest::DeleteSnapshot(SnapshotRequest { snapshot_id });
+        match self.call(request, self.timeouts.short()).await? {
+            AgentResponse::SnapshotDeleted => Ok(()),
+            other => Err(unexpected("DeleteSnapshot", &other)),
+        }
+    }
+
+    pub async fn create_replication_user(&self, user: ReplicationUser) -> Result<(), TaskError> {
+        match self.call(AgentRequest::CreateReplicationUser(user), self.timeouts.short()).await? {
+            AgentResponse::ReplicationUserCreated => Ok(()),
+            other => Err(unexpected("CreateReplicationUser", &other)),
+        }
+    }
+
+    pub async fn drop_replication_user(&self, user: ReplicationUserName) -> Result<(), TaskError> {
+        match self.call(AgentRequest::DropReplicationUser(user), self.timeouts.short()).await? {
+            AgentResponse::ReplicationUserDropped => Ok(()),
+            other => Err(unexpected("DropReplicationUser", &other)),
+        }
+    }
+
+    pub async fn attach(&self, request: AttachRequest) -> Result<ServerStatus, TaskError> {
+        match self.call(AgentRequest::Attach(request), self.timeouts.seed()).await? {
+            AgentResponse::Attached(status) => Ok(status),
+            other => Err(unexpected("Attach", &other)),
+        }
+    }
+
+    pub async fn detach(&self) -> Result<ServerStatus, TaskError> {
+        match self.call(AgentRequest::Detach, self.timeouts.short()).await? {
+            AgentResponse::Detached(status) => Ok(status),
+            other => Err(unexpected("Detach", &other)),
+        }
+    }
+
+    pub async fn shutdown(&self) -> Result<(), TaskError> {
+        match self.call(AgentRequest::Shutdown, self.timeouts.short()).await? {
+            AgentResponse::ShuttingDown => Ok(()),
+            other => Err(unexpected("Shutdown", &other)),
+        }
+    }
+}
+
+fn unexpected(method: &str, response: &AgentResponse) -> TaskError {
+    TaskError::Protocol(format!(
+        "the agent answered {method} with {}",
+        ferrotrove_proto::Method::name(response)
+    ))
+}

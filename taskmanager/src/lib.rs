@@ -1,0 +1,48 @@
+//! The taskmanager: runs the multi-step orchestrations (create, create replicas, detach,
+//! delete) that the API asks for on the `taskmanager` queue, driving guest agents over the
+//! bus and recording every outcome in the control DB.
+//!
+//! Its provisioners give new instances a host with an agent on it. It must not serve HTTP,
+//! touch a database server directly (only agents do), or store user passwords.
+
+pub mod config;
+mod error;
+mod guest;
+pub mod provisioner;
+mod tasks;
+
+pub use config::TaskmanagerConfig;
+pub use error::TaskError;
+
+use config::ProvisionerKind;
+use ferrotrove_bus::Bus;
+use ferrotrove_proto::queues;
+use ferrotrove_store::Store;
+use provisioner::LocalProvisioner;
+use std::future::Future;
+use std::sync::Arc;
+use tasks::Tasks;
+
+/// Runs a taskmanager until `shutdown` resolves or the bus connection is lost.
+pub async fn run(config: TaskmanagerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let store = Store::connect(&config.store).await?;
+    let bus = Bus::connect_with_retry(&config.bus, "taskmanager", config.startup_timeout()).await?;
+    let provisioner = match config.provisioner {
+        ProvisionerKind::Local => Arc::new(LocalProvisioner::new(
+            config.local.clone(),
+            config.bus.clone(),
+            bus.clone(),
+            config.timeouts.clone(),
+        )?),
+    };
+    let tasks = Tasks { store, bus: bus.clone(), provisioner, timeouts: config.timeouts.clone() };
+    let mut server = bus.serve(queues::TASKMANAGER, tasks).await?;
+    tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager serving");
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down"),
+        _ = server.closed() => anyhow::bail!("lost the message bus connection"),
+    }
+    server.stop().await;
+    bus.close().await;
+    Ok(())
+}

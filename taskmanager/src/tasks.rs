@@ -1,0 +1,274 @@
+//! The orchestrations: create, create replicas, detach, delete.
+//!
+//! The control DB holds the intent; a task message only names the rows to act on. Each
+//! step is safe to run again (provisioning reuses what exists, prepare is idempotent on the
+//! agent, users are created if absent), and the message is acked only when the task has
+//! finished, so a taskmanager that dies mid-task has it redelivered and run again.
+//! A failed task leaves its instance in ERROR with the fault, and the source untouched.
+
+use crate::config::Timeouts;
+use crate::error::TaskError;
+use crate::guest::Guest;
+use crate::provisioner::Provisioner;
+use ferrotrove_bus::{Bus, Handler, RequestContext};
+use ferrotrove_proto::agent::{AttachRequest, PrepareRequest, ReplicationUser, ReplicationUserName, UserSpec};
+use ferrotrove_proto::status::InstanceStatus;
+use ferrotrove_proto::taskmanager::TaskRequest;
+use ferrotrove_proto::{ErrorKind, RemoteError, Secret};
+use ferrotrove_store::{Instance, Store};
+use rand::distr::{Alphanumeric, SampleString};
+use std::sync::Arc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Runs tasks; one per message on the `taskmanager` queue.
+pub struct Tasks<P> {
+    pub(crate) store: Store,
+    pub(crate) bus: Bus,
+    pub(crate) provisioner: Arc<P>,
+    pub(crate) timeouts: Timeouts,
+}
+
+impl<P: Provisioner> Handler for Tasks<P> {
+    type Request = TaskRequest;
+    type Response = ();
+
+    async fn handle(&self, request: TaskRequest, ctx: RequestContext) -> Result<(), RemoteError> {
+        let operation_id = ctx.operation_id.unwrap_or(ctx.message_id);
+        let result = match request {
+            TaskRequest::CreateInstance { instance_id, databases, users } => {
+                let span = tracing::info_span!("create", %instance_id, %operation_id);
+                self.create_instance(instance_id, databases, users).instrument(span).await
+            }
+            TaskRequest::CreateReplicas { source_id, replica_ids } => {
+                let span = tracing::info_span!("create_replicas", instance_id = %source_id, %operation_id);
+                self.create_replicas(source_id, replica_ids).instrument(span).await
+            }
+            TaskRequest::DetachReplica { instance_id } => {
+                let span = tracing::info_span!("detach", %instance_id, %operation_id);
+                self.detach(instance_id).instrument(span).await
+            }
+            TaskRequest::DeleteInstance { instance_id } => {
+                let span = tracing::info_span!("delete", %instance_id, %operation_id);
+                self.delete(instance_id).instrument(span).await
+            }
+        };
+        // A task's failure is recorded on its instances; only a failure to record it is
+        // reported back to the bus (the message is then redelivered).
+        result.map_err(|e| RemoteError::new(ErrorKind::Database, e.to_string()))
+    }
+}
+
+impl<P: Provisioner> Tasks<P> {
+    fn guest(&self, instance_id: Uuid) -> Guest<'_> {
+        Guest::new(&self.bus, &self.timeouts, instance_id)
+    }
+
+    /// Loads an instance that must be in `expected` status; `None` means the task has
+    /// nothing to do (finished before, or the instance is gone).
+    async fn load(&self, id: Uuid, expected: InstanceStatus) -> Result<Option<Instance>, TaskError> {
+        match self.store.get_instance(id).await? {
+            Some(instance) if instance.status == expected => Ok(Some(instance)),
+            Some(instance) => {
+                tracing::info!(instance_id = %id, status = %instance.status, "nothing to do in this status");
+                Ok(None)
+            }
+            None => {
+                tracing::info!(instance_id = %id, "instance is gone");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records the outcome of a step on an instance: ACTIVE, or ERROR with the fault.
+    async fn finish(&self, id: Uuid, outcome: Result<(), TaskError>) -> Result<(), TaskError> {
+        match outcome {
+            Ok(()) => {
+                tracing::info!(instance_id = %id, "task done");
+                self.store.set_status(id, InstanceStatus::Active, None).await?;
+            }
+            Err(error) => {
+                tracing::warn!(instance_id = %id, %error, "task failed");
+                self.store.set_status(id, InstanceStatus::Error, Some(&error.to_string())).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_instance(&self, id: Uuid, databases: Vec<String>, users: Vec<UserSpec>) -> Result<(), TaskError> {
+        let Some(instance) = self.load(id, InstanceStatus::Build).await? else { return Ok(()) };
+        let outcome = self.build(&instance, databases, users, false).await;
+        self.finish(id, outcome).await
+    }
+
+    /// Provisions a host and prepares its server.
+    async fn build(&self, instance: &Instance, databases: Vec<String>, users: Vec<UserSpec>, read_only: bool) -> Result<(), TaskError> {
+        let endpoint = self.provisioner.provision(instance).await?;
+        self.store.set_endpoint(instance.id, &endpoint.host, endpoint.port).await?;
+        let flavor = self
+            .store
+            .get_flavor(&instance.flavor_id)
+            .await?
+            .ok_or_else(|| TaskError::State(format!("flavor {} no longer exists", instance.flavor_id)))?;
+        let request = PrepareRequest {
+            server_id: instance.server_id,
+            memory_mb: u64::from(flavor.ram_mb),
+            databases,
+            users,
+            read_only,
+        };
+        self.guest(instance.id).prepare(request).await.map_err(|e| e.during("preparing the database server"))?;
+        Ok(())
+    }
+
+    async fn create_replicas(&self, source_id: Uuid, replica_ids: Vec<Uuid>) -> Result<(), TaskError> {
+        let mut replicas = Vec::new();
+        for id in replica_ids {
+            if let Some(replica) = self.load(id, InstanceStatus::Build).await? {
+                replicas.push(replica);
+            }
+        }
+        if replicas.is_empty() {
+            return Ok(());
+        }
+        let source = match self.store.get_instance(source_id).await? {
+            Some(source) if source.host.is_some() && source.port.is_some() => source,
+            _ => {
+                let fault = format!("replica source {source_id} is gone or was never built");
+                for replica in &replicas {
+                    self.finish(replica.id, Err(TaskError::State(fault.clone()))).await?;
+                }
+                return Ok(());
+            }
+        };
+        // One snapshot seeds every replica of the request; the replicas build meanwhile.
+        let snapshot_id = Uuid::now_v7();
+        let snapshot = self.guest(source_id).create_snapshot(snapshot_id);
+        let builds = futures::future::join_all(replicas.iter().map(|r| self.build(r, Vec::new(), Vec::new(), true)));
+        let (snapshot, builds) = tokio::join!(snapshot, builds);
+        let snapshot = match snapshot {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                let error = error.during(format!("snapshot of source {source_id}"));
+                for replica in &replicas {
+                    self.finish(replica.id, Err(TaskError::State(error.to_string()))).await?;
+                }
+                return Ok(());
+            }
+        };
+        tracing::info!(%snapshot_id, size = snapshot.size_bytes, gtid = %snapshot.gtid_pos, "snapshot taken");
+        let attaches = replicas.iter().zip(builds).map(|(replica, built)| {
+            let snapshot = snapshot.clone();
+            let source = &source;
+            async move {
+                let outcome = match built {
+                    Ok(()) => self.attach(source, replica, snapshot).await,
+                    Err(e) => Err(e),
+                };
+                self.finish(replica.id, outcome).await
+            }
+        });
+        let recorded: Vec<Result<(), TaskError>> = futures::future::join_all(attaches).await;
+        if let Err(error) = self.guest(source_id).delete_snapshot(snapshot_id).await {
+            tracing::warn!(%snapshot_id, %error, "could not delete the snapshot");
+        }
+        recorded.into_iter().collect()
+    }
+
+    /// Creates the replica's replication user on the source and attaches the replica.
+    async fn attach(&self, source: &Instance, replica: &Instance, snapshot: ferrotrove_proto::agent::SnapshotInfo) -> Result<(), TaskError> {
+        let replica_host = replica.host.clone().ok_or_else(|| TaskError::State("replica has no host".into()))?;
+        let (Some(source_host), Some(source_port)) = (source.host.clone(), source.port) else {
+            return Err(TaskError::State(format!("source {} has no endpoint", source.id)));
+        };
+        let user = ReplicationUser {
+            name: replication_user_name(replica.id),
+            host: replica_host,
+            password: Secret::new(Alphanumeric.sample_string(&mut rand::rng(), 32)),
+        };
+        self.store.record_replication_user(replica.id, source.id, &user.name, &user.host).await?;
+        self.guest(source.id)
+            .create_replication_user(user.clone())
+            .await
+            .map_err(|e| e.during(format!("creating the replication user on source {}", source.id)))?;
+        let request = AttachRequest {
+            snapshot,
+            source_host,
+            source_port,
+            user: user.name.clone(),
+            password: user.password.clone(),
+        };
+        if let Err(error) = self.guest(replica.id).attach(request).await {
+            self.drop_replication_user(replica.id).await;
+            return Err(error.during("attaching the replica"));
+        }
+        Ok(())
+    }
+
+    /// Drops a replica's replication user on its source, if one is recorded. Best effort:
+    /// a source that is down keeps the user until it is deleted itself.
+    async fn drop_replication_user(&self, replica_id: Uuid) {
+        let row = match self.store.replication_user_of(replica_id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%replica_id, %error, "cannot read the replication user");
+                return;
+            }
+        };
+        let name = ReplicationUserName { name: row.user_name.clone(), host: row.user_host.clone() };
+        match self.guest(row.source_id).drop_replication_user(name).await {
+            Ok(()) => {
+                if let Err(error) = self.store.forget_replication_user(replica_id).await {
+                    tracing::warn!(%replica_id, %error, "cannot forget the replication user");
+                }
+            }
+            Err(error) => tracing::warn!(%replica_id, source_id = %row.source_id, %error, "could not drop the replication user on the source"),
+        }
+    }
+
+    async fn detach(&self, id: Uuid) -> Result<(), TaskError> {
+        let Some(replica) = self.load(id, InstanceStatus::Detach).await? else { return Ok(()) };
+        let outcome = async {
+            self.guest(replica.id).detach().await.map_err(|e| e.during("detaching the replica"))?;
+            self.store.set_replica_of(replica.id, None).await?;
+            self.drop_replication_user(replica.id).await;
+            Ok(())
+        }
+        .await;
+        self.finish(id, outcome).await
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<(), TaskError> {
+        let Some(instance) = self.load(id, InstanceStatus::Deleting).await? else { return Ok(()) };
+        if instance.replica_of.is_some() {
+            self.drop_replication_user(instance.id).await;
+        }
+        match self.provisioner.destroy(instance.id).await {
+            Ok(()) => {
+                self.store.mark_deleted(instance.id).await?;
+                tracing::info!(instance_id = %id, "deleted");
+                Ok(())
+            }
+            Err(error) => self.finish(id, Err(TaskError::from(error).during("deleting"))).await,
+        }
+    }
+}
+
+/// The replication user of one replica: unique, and traceable to the replica by name.
+fn replication_user_name(replica_id: Uuid) -> String {
+    format!("ftrepl_{}", &replica_id.simple().to_string()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_user_names_are_short_and_per_replica() {
+        let a = replication_user_name(Uuid::now_v7());
+        let b = replication_user_name(Uuid::new_v4());
+        assert_ne!(a, b);
+        assert!(a.len() <= 32 && a.starts_with("ftrepl_"), "{a}");
+    }
+}

@@ -1,0 +1,179 @@
+//! A whole Ferrotrove stack for one test: conductor, taskmanager and API as the real
+//! binaries, on a RabbitMQ vhost, a control database and a state dir of the test's own.
+//! Dropping it stops the daemons and every agent and database server they started.
+
+#![allow(dead_code)]
+
+use ferrotrove_tests::{ControlDb, RabbitVhost, binary, free_port, kill_processes_under};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Stack {
+    pub api_url: String,
+    pub state: PathBuf,
+    daemons: Vec<(String, Child)>,
+    // Dropped after the processes are stopped (fields drop in declaration order).
+    pub db: ControlDb,
+    vhost: RabbitVhost,
+    _tmp: tempfile::TempDir,
+}
+
+impl Stack {
+    pub fn start() -> Stack {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_owned();
+        // The database servers run as the mysql user and must reach their data dirs.
+        set_mode(&root, 0o755);
+        let state = root.join("local");
+        std::fs::create_dir_all(&state).expect("state dir");
+        set_mode(&state, 0o755);
+        let vhost = RabbitVhost::create();
+        let db = ControlDb::new();
+        let port = free_port();
+        let common = format!(
+            "[bus]\nurl = \"{}\"\nexchange = \"ferrotrove\"\n\n[store]\nurl = \"{}\"\ndatabase = \"{}\"\n",
+            vhost.url(),
+            db.server_url(),
+            db.name
+        );
+        let configs = [
+            ("conductor", common.clone()),
+            (
+                "taskmanager",
+                format!("{common}\n[local]\nstate_dir = \"{}\"\nheartbeat_interval_secs = 1\n", state.display()),
+            ),
+            ("api", format!("listen = \"127.0.0.1:{port}\"\nheartbeat_expiry_secs = 10\n\n{common}")),
+        ];
+        let mut daemons = Vec::new();
+        for (name, text) in configs {
+            let config = root.join(format!("{name}.toml"));
+            std::fs::write(&config, text).expect("write config");
+            let log = std::fs::File::create(root.join(format!("{name}.log"))).expect("log file");
+            let child = Command::new(binary(&format!("ftrove-{name}")))
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("start daemon");
+            daemons.push((name.to_owned(), child));
+        }
+        let stack = Stack { api_url: format!("http://127.0.0.1:{port}/v1.0/test-tenant"), state, daemons, db, vhost, _tmp: tmp };
+        stack.wait_for_api();
+        stack
+    }
+
+    fn root(&self) -> &Path {
+        self._tmp.path()
+    }
+
+    fn wait_for_api(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            if client.get(format!("{}/flavors", self.api_url)).send().is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the API did not come up:\n{}", self.logs());
+    }
+
+    /// The last lines of every daemon's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (name, _) in &self.daemons {
+            let text = std::fs::read_to_string(self.root().join(format!("{name}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!("--- {name}.log\n{}\n", lines[lines.len().saturating_sub(40)..].join("\n"));
+        }
+        out
+    }
+
+    /// Runs `ftrove` with this stack's URL; returns (success, stdout, stderr).
+    pub fn ftrove(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(binary("ftrove"))
+            .args(args)
+            .env("FTROVE_URL", &self.api_url)
+            .env_remove("FTROVE_TOKEN")
+            .output()
+            .expect("run ftrove");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `ftrove` and insists that it succeeds.
+    pub fn ftrove_ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.ftrove(args);
+        assert!(ok, "ftrove {args:?} failed:\n{stdout}\n{stderr}\n{}", self.logs());
+        stdout
+    }
+
+    /// Runs `ftrove --json ...` and returns the object (an `{"instance": {...}}` wrapper is
+    /// taken off).
+    pub fn ftrove_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let stdout = self.ftrove_ok(&all);
+        let value: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("ftrove {args:?} printed no JSON ({e}):\n{stdout}"));
+        match value.get("instance") {
+            Some(inner) => inner.clone(),
+            None => value,
+        }
+    }
+
+    /// The directory of one instance under the local provisioner.
+    pub fn instance_dir(&self, id: &str) -> PathBuf {
+        self.state.join("instances").join(id)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for (_, child) in &mut self.daemons {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        for (name, child) in &mut self.daemons {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if child.try_wait().ok().flatten().is_none() {
+                eprintln!("ftrove-{name} ignored SIGTERM");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        kill_processes_under(&self.state);
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Polls `check` every 200 ms until it returns true or `within` passes.
+pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
