@@ -143,7 +143,8 @@ impl<P: Provisioner> Tasks<P> {
         };
         // One snapshot seeds every replica of the request; the replicas build meanwhile.
         let snapshot_id = Uuid::now_v7();
-        let snapshot = self.guest(source_id).create_snapshot(snapshot_id);
+        let source_guest = self.guest(source_id);
+        let snapshot = source_guest.create_snapshot(snapshot_id);
         let builds = futures::future::join_all(replicas.iter().map(|r| self.build(r, Vec::new(), Vec::new(), true)));
         let (snapshot, builds) = tokio::join!(snapshot, builds);
         let snapshot = match snapshot {
@@ -169,7 +170,7 @@ impl<P: Provisioner> Tasks<P> {
             }
         });
         let recorded: Vec<Result<(), TaskError>> = futures::future::join_all(attaches).await;
-        if let Err(error) = self.guest(source_id).delete_snapshot(snapshot_id).await {
+        if let Err(error) = source_guest.delete_snapshot(snapshot_id).await {
             tracing::warn!(%snapshot_id, %error, "could not delete the snapshot");
         }
         recorded.into_iter().collect()

@@ -1,0 +1,370 @@
+//! The agent's configuration: one TOML file plus environment overrides.
+//!
+//! Layers, later wins: built-in defaults, the TOML file given with `--config`, then
+//! environment variables `FTROVE_AGENT__<SECTION>__<KEY>` (for example
+//! `FTROVE_AGENT__SERVER__PORT=3307`, `FTROVE_AGENT__INSTANCE_ID=...`). Unknown keys are
+//! ignored, so a config file can be rolled out before or after the binary that reads it.
+//!
+//! ```toml
+//! instance_id = "0192f0c4-...."       # required: the instance this agent serves
+//! [bus]
+//! url = "amqp://user:pass@host:5672/vhost"   # required; a secret, never logged
+//! exchange = "ferrotrove"
+//! prefetch = 8
+//! [server]
+//! base_dir = "/var/lib/ferrotrove/instance"  # required
+//! port = 3306                                 # required
+//! [snapshots]
+//! dir = "/var/lib/ferrotrove/snapshots"       # required
+//! [heartbeat]
+//! interval_secs = 5
+//! ```
+
+use ferrotrove_proto::Secret;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// The environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "FTROVE_AGENT";
+/// Separates the prefix, sections and keys in environment variable names.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// Everything the agent is told at start.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AgentConfig {
+    /// The instance this agent serves; it listens on `guestagent.<instance_id>`.
+    pub instance_id: Uuid,
+    /// Where the message bus is.
+    pub bus: BusSection,
+    /// The database server this agent owns.
+    pub server: ServerSection,
+    /// Where snapshots are stored.
+    pub snapshots: SnapshotsSection,
+    /// How often the agent reports.
+    #[serde(default)]
+    pub heartbeat: HeartbeatSection,
+}
+
+/// `[bus]`: the RabbitMQ broker. `main` turns it into the bus crate's `BusConfig`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BusSection {
+    /// AMQP URL with credentials, e.g. `amqp://user:pass@127.0.0.1:5672/%2f`. Required.
+    /// A secret: `Debug` prints `***`.
+    pub url: Secret,
+    /// The topic exchange every Ferrotrove process shares. Default `ferrotrove`.
+    #[serde(default = "default_exchange")]
+    pub exchange: String,
+    /// How many commands may be delivered before earlier ones are acknowledged. Default 8.
+    /// Mutating commands run one at a time anyway; this lets Ping and Status through.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+}
+
+/// `[server]`: the MariaDB server, run as a child process of the agent.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ServerSection {
+    /// The instance's directory: data dir, config, socket, pid file and error log all live
+    /// inside it (see [`crate::paths::InstancePaths`]). Required; absolute.
+    pub base_dir: PathBuf,
+    /// TCP port the server listens on. Required.
+    pub port: u16,
+    /// Address the server binds to. Default `127.0.0.1`.
+    #[serde(default = "default_bind_address")]
+    pub bind_address: String,
+    /// The system user the server runs as when the agent runs as root. Default `mysql`.
+    #[serde(default = "default_mysqld_user")]
+    pub mysqld_user: String,
+    /// The server binary. Default `mariadbd`.
+    #[serde(default = "default_mariadbd")]
+    pub mariadbd: String,
+    /// The data-directory initialiser. Default `mariadb-install-db`.
+    #[serde(default = "default_install_db")]
+    pub install_db: String,
+    /// The logical dump tool. Default `mariadb-dump`.
+    #[serde(default = "default_dump")]
+    pub dump: String,
+    /// The command-line client, used to restore dumps. Default `mariadb`.
+    #[serde(default = "default_client")]
+    pub client: String,
+    /// Upper bound of the InnoDB buffer pool in MiB. Default 256. The pool is half the
+    /// flavor's memory, capped by this, because the local provisioner packs many instances
+    /// on one host.
+    #[serde(default = "default_max_buffer_pool_mb")]
+    pub max_buffer_pool_mb: u64,
+    /// How long to wait for the server to answer after starting it. Default 60 (crash
+    /// recovery of a large redo log can take a while).
+    #[serde(default = "default_start_timeout_secs")]
+    pub start_timeout_secs: u64,
+    /// How long to wait for the server process to exit after asking it to. Default 120.
+    #[serde(default = "default_stop_timeout_secs")]
+    pub stop_timeout_secs: u64,
+}
+
+/// `[snapshots]`: the snapshot store.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SnapshotsSection {
+    /// A directory shared by the agents that seed from each other's snapshots. Required.
+    pub dir: PathBuf,
+}
+
+/// `[heartbeat]`: periodic reports to the conductor.
+#[derive(Clone, Debug, Deserialize)]
+pub struct HeartbeatSection {
+    /// Seconds between heartbeats. Default 5; at least 1.
+    #[serde(default = "default_heartbeat_interval_secs")]
+    pub interval_secs: u64,
+}
+
+impl Default for HeartbeatSection {
+    fn default() -> Self {
+        HeartbeatSection {
+            interval_secs: default_heartbeat_interval_secs(),
+        }
+    }
+}
+
+fn default_exchange() -> String {
+    "ferrotrove".to_owned()
+}
+fn default_prefetch() -> u16 {
+    8
+}
+fn default_bind_address() -> String {
+    "127.0.0.1".to_owned()
+}
+fn default_mysqld_user() -> String {
+    "mysql".to_owned()
+}
+fn default_mariadbd() -> String {
+    "mariadbd".to_owned()
+}
+fn default_install_db() -> String {
+    "mariadb-install-db".to_owned()
+}
+fn default_dump() -> String {
+    "mariadb-dump".to_owned()
+}
+fn default_client() -> String {
+    "mariadb".to_owned()
+}
+fn default_max_buffer_pool_mb() -> u64 {
+    256
+}
+fn default_start_timeout_secs() -> u64 {
+    60
+}
+fn default_stop_timeout_secs() -> u64 {
+    120
+}
+fn default_heartbeat_interval_secs() -> u64 {
+    5
+}
+
+/// Why the configuration cannot be used. The message names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load agent configuration from {}: {message}", path.display())]
+    Load { path: PathBuf, message: String },
+    #[error("invalid agent configuration: `{key}` {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+impl AgentConfig {
+    /// Loads the TOML file at `path`, applies environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let source = config::File::from(path)
+            .format(config::FileFormat::Toml)
+            .required(true);
+        Self::build(source, Some(environment()), path)
+    }
+
+    /// Parses TOML text without environment overrides (for tests and tools).
+    pub fn from_toml(text: &str) -> Result<AgentConfig, ConfigError> {
+        let source = config::File::from_str(text, config::FileFormat::Toml);
+        Self::build(source, None, Path::new("<string>"))
+    }
+
+    fn build<S>(
+        source: S,
+        env: Option<config::Environment>,
+        origin: &Path,
+    ) -> Result<AgentConfig, ConfigError>
+    where
+        S: config::Source + Send + Sync + 'static,
+    {
+        let load_error = |err: config::ConfigError| ConfigError::Load {
+            path: origin.to_owned(),
+            message: err.to_string(),
+        };
+        let mut builder = config::Config::builder().add_source(source);
+        if let Some(env) = env {
+            builder = builder.add_source(env);
+        }
+        let agent_config: AgentConfig = builder
+            .build()
+            .map_err(load_error)?
+            .try_deserialize()
+            .map_err(load_error)?;
+        agent_config.validate()?;
+        Ok(agent_config)
+    }
+
+    /// Checks what serde cannot: relations and ranges.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.bus.url.is_empty() {
+            return invalid("bus.url", "must not be empty");
+        }
+        if self.bus.exchange.is_empty() {
+            return invalid("bus.exchange", "must not be empty");
+        }
+        if !self.server.base_dir.is_absolute() {
+            return invalid("server.base_dir", "must be an absolute path");
+        }
+        let socket = crate::paths::InstancePaths::new(&self.server.base_dir).socket;
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ConfigError::Invalid {
+                key: "server.base_dir",
+                reason: format!(
+                    "is too long: the server socket {} would exceed {MAX_SOCKET_PATH} bytes",
+                    socket.display()
+                ),
+            });
+        }
+        if self.server.port == 0 {
+            return invalid("server.port", "must be a port number from 1 to 65535");
+        }
+        if self.server.max_buffer_pool_mb == 0 {
+            return invalid("server.max_buffer_pool_mb", "must be at least 1");
+        }
+        if self.server.start_timeout_secs == 0 {
+            return invalid("server.start_timeout_secs", "must be at least 1");
+        }
+        if self.server.stop_timeout_secs == 0 {
+            return invalid("server.stop_timeout_secs", "must be at least 1");
+        }
+        if !self.snapshots.dir.is_absolute() {
+            return invalid("snapshots.dir", "must be an absolute path");
+        }
+        if self.heartbeat.interval_secs == 0 {
+            return invalid("heartbeat.interval_secs", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn environment() -> config::Environment {
+    config::Environment::with_prefix(ENV_PREFIX).separator(ENV_SEPARATOR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        instance_id = "0192f0c4-7a1e-7cc0-8000-000000000001"
+        [bus]
+        url = "amqp://guest:hunter2@127.0.0.1:5672/%2f"
+        [server]
+        base_dir = "/var/lib/ferrotrove/i1"
+        port = 3311
+        [snapshots]
+        dir = "/var/lib/ferrotrove/snapshots"
+    "#;
+
+    #[test]
+    fn defaults_fill_the_rest() {
+        let cfg = AgentConfig::from_toml(MINIMAL).unwrap();
+        assert_eq!(cfg.bus.exchange, "ferrotrove");
+        assert_eq!(cfg.server.bind_address, "127.0.0.1");
+        assert_eq!(cfg.server.mysqld_user, "mysql");
+        assert_eq!(cfg.server.mariadbd, "mariadbd");
+        assert_eq!(cfg.server.install_db, "mariadb-install-db");
+        assert_eq!(cfg.server.dump, "mariadb-dump");
+        assert_eq!(cfg.server.client, "mariadb");
+        assert_eq!(cfg.server.max_buffer_pool_mb, 256);
+        assert_eq!(cfg.heartbeat.interval_secs, 5);
+    }
+
+    #[test]
+    fn the_bus_url_never_prints() {
+        let cfg = AgentConfig::from_toml(MINIMAL).unwrap();
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let text = MINIMAL.replace("port = 3311", "port = \"many\"");
+        let err = AgentConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("server.port"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_key_is_named() {
+        let text = MINIMAL.replace("port = 3311", "");
+        let err = AgentConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+        let text = MINIMAL.replace("instance_id = \"0192f0c4-7a1e-7cc0-8000-000000000001\"", "");
+        let err = AgentConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("instance_id"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_uuid_is_refused() {
+        let text = MINIMAL.replace("0192f0c4-7a1e-7cc0-8000-000000000001", "not-a-uuid");
+        let err = AgentConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("instance_id"), "{err}");
+    }
+
+    #[test]
+    fn relations_are_validated() {
+        let text = MINIMAL.replace("/var/lib/ferrotrove/i1", "relative/dir");
+        let err = AgentConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("server.base_dir"), "{err}");
+        let long = format!("/{}", "x".repeat(100));
+        let err =
+            AgentConfig::from_toml(&MINIMAL.replace("/var/lib/ferrotrove/i1", &long)).unwrap_err();
+        assert!(err.to_string().contains("socket"), "{err}");
+        let text = format!("{MINIMAL}\n[heartbeat]\ninterval_secs = 0\n");
+        let err = AgentConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("heartbeat.interval_secs"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = environment().source(Some(
+            [
+                ("FTROVE_AGENT__SERVER__PORT".to_owned(), "3399".to_owned()),
+                (
+                    "FTROVE_AGENT__HEARTBEAT__INTERVAL_SECS".to_owned(),
+                    "2".to_owned(),
+                ),
+                ("FTROVE_AGENT__BUS__EXCHANGE".to_owned(), "other".to_owned()),
+                ("UNRELATED__SERVER__PORT".to_owned(), "1".to_owned()),
+            ]
+            .into(),
+        ));
+        let file = config::File::from_str(MINIMAL, config::FileFormat::Toml);
+        let cfg = AgentConfig::build(file, Some(env), Path::new("<test>")).unwrap();
+        assert_eq!(cfg.server.port, 3399);
+        assert_eq!(cfg.heartbeat.interval_secs, 2);
+        assert_eq!(cfg.bus.exchange, "other");
+    }
+
+    #[test]
+    fn a_missing_file_names_the_path() {
+        let err = AgentConfig::load(Path::new("/nonexistent/agent.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/agent.toml"), "{err}");
+    }
+}

@@ -1,0 +1,127 @@
+//! Small file-system helpers: atomic writes, directory sync, ownership for the server's user.
+
+use crate::error::{AgentError, Result};
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Makes a rename or create in `path`'s directory durable.
+pub fn sync_parent_dir(path: &Path) -> Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|err| AgentError::io("sync directory", dir, err))
+}
+
+/// Writes `contents` to `path` atomically (temporary file, fsync, rename) with `mode`.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|err| AgentError::io("create", &tmp, err))?;
+    file.write_all(contents)
+        .and_then(|()| file.set_permissions(fs::Permissions::from_mode(mode)))
+        .and_then(|()| file.sync_all())
+        .map_err(|err| AgentError::io("write", &tmp, err))?;
+    fs::rename(&tmp, path).map_err(|err| AgentError::io("rename into place", path, err))?;
+    sync_parent_dir(path)
+}
+
+/// Removes `path`; a missing file is fine.
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(AgentError::io("remove", path, err)),
+    }
+}
+
+/// Creates `path` (and parents) if missing and sets its mode.
+pub fn create_dir_with_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::create_dir_all(path).map_err(|err| AgentError::io("create directory", path, err))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|err| AgentError::io("chmod", path, err))
+}
+
+/// Whether this process runs as root (and so must hand files to the server's user).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A system user's uid and gid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SystemUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Looks up a system user by name.
+pub fn lookup_user(name: &str) -> Result<SystemUser> {
+    let c_name = CString::new(name)
+        .map_err(|_| AgentError::BadRequest(format!("user name {name:?} contains NUL")))?;
+    let mut passwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; getpwnam_r writes only into `passwd`
+    // and `buffer` (whose length we pass) and sets `result` to null or to `&passwd`.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut passwd,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return Err(AgentError::Server(format!(
+            "system user {name:?} (server.mysqld_user) does not exist on this host"
+        )));
+    }
+    Ok(SystemUser {
+        uid: passwd.pw_uid,
+        gid: passwd.pw_gid,
+    })
+}
+
+/// Gives `path` (not recursively) to `user`.
+pub fn chown(path: &Path, user: SystemUser) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+        .map_err(|err| AgentError::io("chown", path, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_with_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        write_atomic(&path, b"one", 0o644).unwrap();
+        write_atomic(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!path.with_extension("tmp").exists());
+        remove_if_exists(&path).unwrap();
+        remove_if_exists(&path).unwrap();
+    }
+
+    #[test]
+    fn users_are_looked_up() {
+        assert_eq!(lookup_user("root").unwrap().uid, 0);
+        assert!(lookup_user("no-such-user-ferrotrove").is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! Snapshot, attach and detach between two real MariaDB servers, driven by the agent's
+//! modules as the taskmanager would drive them over the bus.
+
+mod support;
+
+use ferrotrove_agent::{AgentError, replication, snapshot, status};
+use ferrotrove_proto::agent::{AttachRequest, ReplicationUser, ReplicationUserName, SnapshotInfo};
+use ferrotrove_proto::status::Role;
+use ferrotrove_proto::{ErrorKind, Secret};
+use mysql_async::prelude::Queryable;
+use std::time::Duration;
+use support::{TestServer, eventually, item_ids, shared_tempdir};
+use uuid::Uuid;
+
+const REPL_USER: &str = "repl_r1";
+const REPL_PASSWORD: &str = "repl-pw-1";
+
+fn attach_request(source: &TestServer, snapshot: &SnapshotInfo) -> AttachRequest {
+    AttachRequest {
+        snapshot: snapshot.clone(),
+        source_host: "127.0.0.1".into(),
+        source_port: source.port,
+        user: REPL_USER.into(),
+        password: Secret::new(REPL_PASSWORD),
+    }
+}
+
+async fn count_accounts(server: &TestServer, user: &str) -> usize {
+    server
+        .admin_query(&format!(
+            "SELECT 1 FROM mysql.global_priv WHERE User = '{user}'"
+        ))
+        .await
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_attach_and_detach() {
+    let snapshots = shared_tempdir();
+    let (source, replica) = tokio::join!(
+        TestServer::prepared_source(snapshots.path(), 21),
+        TestServer::prepared_replica(snapshots.path(), 22),
+    );
+
+    // Rows before the snapshot.
+    let mut app = source.app().await;
+    app.query_drop("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(20))")
+        .await
+        .unwrap();
+    app.query_drop("INSERT INTO shop.items VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+
+    // The replica's replication user, on the source; creating it twice is fine.
+    let repl_user = ReplicationUser {
+        name: REPL_USER.into(),
+        host: "127.0.0.1".into(),
+        password: Secret::new(REPL_PASSWORD),
+    };
+    replication::create_user(&source.instance, &repl_user)
+        .await
+        .unwrap();
+    replication::create_user(&source.instance, &repl_user)
+        .await
+        .unwrap();
+    assert_eq!(count_accounts(&source, REPL_USER).await, 1);
+
+    // The snapshot is taken while the source keeps taking writes.
+    let writer = {
+        let mut writer_app = source.app().await;
+        tokio::spawn(async move {
+            for id in 1000..1100u32 {
+                writer_app
+                    .query_drop(format!("INSERT INTO shop.items VALUES ({id}, 'w')"))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let snapshot_id = Uuid::now_v7();
+    let info = snapshot::create(&source.instance, snapshot_id)
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert!(info.gtid_pos.starts_with("0-21-"), "{info:?}");
+    let files = snapshot::SnapshotFiles::new(snapshots.path(), snapshot_id);
+    assert_eq!(
+        std::fs::metadata(&files.data).unwrap().len(),
+        info.size_bytes
+    );
+    assert!(!files.partial.exists());
+    let stored: SnapshotInfo =
+        serde_json::from_slice(&std::fs::read(&files.info).unwrap()).unwrap();
+    assert_eq!(stored, info);
+    // The dump carries the data, the app and replication accounts, and nothing of the
+    // admin account or the server's own schemas.
+    let sql =
+        String::from_utf8(zstd::decode_all(std::fs::File::open(&files.data).unwrap()).unwrap())
+            .unwrap();
+    assert!(sql.contains("INSERT IGNORE INTO `items`"));
+    assert!(
+        sql.contains("CREATE USER IF NOT EXISTS `app`@`%`"),
+        "app user missing"
+    );
+    assert!(
+        sql.contains("CREATE USER IF NOT EXISTS `repl_r1`@`127.0.0.1`"),
+        "replication user missing"
+    );
+    assert!(
+        !sql.contains("`root`@") && !sql.contains("'root'@"),
+        "admin account leaked into the dump"
+    );
+    assert!(
+        !sql.contains("Current Database: `mysql`"),
+        "system schema dumped"
+    );
+    // Taking the same snapshot again answers with the stored one.
+    assert_eq!(
+        snapshot::create(&source.instance, snapshot_id)
+            .await
+            .unwrap(),
+        info
+    );
+
+    // A snapshot that does not match its record is refused, and leaves the replica as it was.
+    let tampered = SnapshotInfo {
+        sha256: "0".repeat(64),
+        ..info.clone()
+    };
+    let err = replication::attach(&replica.instance, &attach_request(&source, &tampered))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AgentError::SnapshotMismatch(_)), "{err}");
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert_eq!(
+        status::read_checked(&replica.instance).await.unwrap().role,
+        Some(Role::Standalone)
+    );
+    // Detaching a server that is not a replica is a conflict.
+    let err = replication::detach(&replica.instance).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+
+    // Rows after the snapshot, before the attach.
+    app.query_drop("INSERT INTO shop.items VALUES (3, 'c')")
+        .await
+        .unwrap();
+
+    let replica_password = replica.admin_password();
+    let attached = replication::attach(&replica.instance, &attach_request(&source, &info))
+        .await
+        .unwrap();
+    assert_eq!(attached.role, Some(Role::Replica));
+    assert_eq!(attached.read_only, Some(true));
+    let replication_status = attached.replication.clone().unwrap();
+    assert!(
+        replication_status.io_running && replication_status.sql_running,
+        "{attached:?}"
+    );
+    assert_eq!(replication_status.source_port, source.port);
+
+    // The replica's own admin login survived the restore (the source's root was not copied).
+    assert_eq!(replica.admin_password(), replica_password);
+    assert_ne!(replica_password, source.admin_password());
+    assert_eq!(replica.admin_query("SELECT 1").await.len(), 1);
+
+    // Rows from before the snapshot are there; rows written later arrive.
+    let mut replica_app = replica.app().await;
+    app.query_drop("INSERT INTO shop.items VALUES (4, 'd')")
+        .await
+        .unwrap();
+    let expected = item_ids(&mut app).await;
+    assert_eq!(expected.len(), 104);
+    let caught_up = eventually(Duration::from_secs(10), || {
+        let (replica, expected) = (&replica, &expected);
+        async move { &item_ids(&mut replica.app().await).await == expected }
+    })
+    .await;
+    assert!(
+        caught_up,
+        "replica has {} rows",
+        item_ids(&mut replica_app).await.len()
+    );
+
+    // The app user exists on the replica but cannot write: read_only.
+    let err = replica_app
+        .query_drop("INSERT INTO shop.items VALUES (100, 'x')")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("read-only") || err.to_string().contains("1290"),
+        "{err}"
+    );
+
+    // Attaching again is a conflict.
+    let err = replication::attach(&replica.instance, &attach_request(&source, &info))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+
+    // Detach: writable, and no longer following the source.
+    let detached = replication::detach(&replica.instance).await.unwrap();
+    assert_eq!(detached.role, Some(Role::Standalone));
+    assert_eq!(detached.read_only, Some(false));
+    assert!(detached.replication.is_none());
+    replica_app
+        .query_drop("INSERT INTO shop.items VALUES (100, 'x')")
+        .await
+        .unwrap();
+    app.query_drop("INSERT INTO shop.items VALUES (5, 'e')")
+        .await
+        .unwrap();
+    let source_pos: Vec<String> = source
+        .admin_query("SELECT @@gtid_binlog_pos")
+        .await
+        .into_iter()
+        .map(mysql_async::from_row)
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut after_detach = expected.clone();
+    after_detach.push(100);
+    after_detach.sort();
+    assert_eq!(
+        item_ids(&mut replica_app).await,
+        after_detach,
+        "source at {source_pos:?}"
+    );
+    // The role is persisted: a restart keeps it writable.
+    let settings = replica.instance.server.load_settings().unwrap().unwrap();
+    assert!(!settings.read_only);
+
+    // Dropping the replication user removes it from the source; dropping it again is fine.
+    let name = ReplicationUserName {
+        name: REPL_USER.into(),
+        host: "127.0.0.1".into(),
+    };
+    replication::drop_user(&source.instance, &name)
+        .await
+        .unwrap();
+    replication::drop_user(&source.instance, &name)
+        .await
+        .unwrap();
+    assert_eq!(count_accounts(&source, REPL_USER).await, 0);
+
+    // Deleting the snapshot removes its files; deleting it again is fine.
+    snapshot::delete(&source.instance, snapshot_id)
+        .await
+        .unwrap();
+    snapshot::delete(&source.instance, snapshot_id)
+        .await
+        .unwrap();
+    assert!(!files.data.exists() && !files.info.exists());
+}
