@@ -1,0 +1,346 @@
+//! `ftrove-bench-bus`: measures Ferrotrove's bus on the local RabbitMQ and prints figures.
+//!
+//! `all` (the default) starts an echo server as a child process (`server`), then measures
+//! from this process: sequential call latency (p50, p99, calls/s), calls/s with `--window`
+//! calls in flight, casts/s with publisher confirms and `--cast-window` casts in flight
+//! (timed until the server has received them all), the server's RSS idle and after, and the
+//! RSS of an idle `ftrove-agent` (connected, serving its queue, heartbeating, no database
+//! server). It prints a table and one JSON line. Each run uses an exchange and queue of its
+//! own and deletes its queue at the end. Compare with `../shared/bench/` in the same run:
+//! `deploy/bench/bus.sh` does that and prints the ratios.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use ferrotrove_bus::{Bus, BusConfig, Handler, RequestContext};
+use ferrotrove_proto::{Method, RemoteError};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Clone)]
+#[command(about = "Benchmark Ferrotrove's bus on the local RabbitMQ")]
+struct Args {
+    /// all | server
+    #[arg(default_value = "all")]
+    mode: String,
+    #[arg(long, env = "AMQP_ADDR", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    url: String,
+    #[arg(long, default_value_t = 5000)]
+    calls: usize,
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Calls in flight for the concurrent-call figure.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    #[arg(long, default_value_t = 100_000)]
+    casts: usize,
+    /// Casts in flight (each awaits its own confirm).
+    #[arg(long, default_value_t = 256)]
+    cast_window: usize,
+    /// Exchange and queue suffix (set by `all` for its server).
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Skip the idle-agent RSS figure.
+    #[arg(long)]
+    no_agent: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum BenchRequest {
+    Echo(#[serde(with = "serde_bytes_vec")] Vec<u8>),
+    Count,
+    Stats,
+    Reset,
+}
+
+/// Payload bytes as MessagePack binary, like every real payload.
+mod serde_bytes_vec {
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+impl Method for BenchRequest {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Echo(_) => "Echo",
+            Self::Count => "Count",
+            Self::Stats => "Stats",
+            Self::Reset => "Reset",
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stats {
+    casts: u64,
+    first_ms: u64,
+    last_ms: u64,
+    rss_kib: u64,
+}
+
+#[derive(Default)]
+struct EchoServer {
+    casts: AtomicU64,
+    first_ms: AtomicU64,
+    last_ms: AtomicU64,
+}
+
+impl Handler for EchoServer {
+    type Request = BenchRequest;
+    type Response = BenchReply;
+
+    async fn handle(&self, request: BenchRequest, _ctx: RequestContext) -> Result<BenchReply, RemoteError> {
+        Ok(match request {
+            BenchRequest::Echo(bytes) => BenchReply::Echo(bytes),
+            BenchRequest::Count => {
+                let now = epoch_ms();
+                let _ = self.first_ms.compare_exchange(0, now, Relaxed, Relaxed);
+                self.last_ms.store(now, Relaxed);
+                self.casts.fetch_add(1, Relaxed);
+                BenchReply::Done
+            }
+            BenchRequest::Stats => BenchReply::Stats(Stats {
+                casts: self.casts.load(Relaxed),
+                first_ms: self.first_ms.load(Relaxed),
+                last_ms: self.last_ms.load(Relaxed),
+                rss_kib: rss_kib(std::process::id()),
+            }),
+            BenchRequest::Reset => {
+                self.casts.store(0, Relaxed);
+                self.first_ms.store(0, Relaxed);
+                self.last_ms.store(0, Relaxed);
+                BenchReply::Done
+            }
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum BenchReply {
+    Echo(#[serde(with = "serde_bytes_vec")] Vec<u8>),
+    Stats(Stats),
+    Done,
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// VmRSS of a process, in KiB (0 when unreadable).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn bus_config(args: &Args, run_id: &str) -> BusConfig {
+    BusConfig { url: args.url.clone(), exchange: format!("ftrove-bench-{run_id}"), prefetch: 256 }
+}
+
+fn queue(run_id: &str) -> String {
+    format!("ftrove-bench.{run_id}")
+}
+
+async fn run_server(args: Args) -> anyhow::Result<()> {
+    let run_id = args.run_id.clone().context("server needs --run-id")?;
+    let bus = Bus::connect(&bus_config(&args, &run_id), "bench-server").await?;
+    let mut server = bus.serve(&queue(&run_id), EchoServer::default()).await?;
+    println!("READY");
+    server.closed().await;
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+async fn call(bus: &Bus, q: &str, req: &BenchRequest) -> anyhow::Result<BenchReply> {
+    Ok(bus.call(q, req, Duration::from_secs(30)).await?)
+}
+
+async fn stats(bus: &Bus, q: &str) -> anyhow::Result<Stats> {
+    match call(bus, q, &BenchRequest::Stats).await? {
+        BenchReply::Stats(s) => Ok(s),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+async fn run_all(args: Args) -> anyhow::Result<()> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(&exe)
+        .args(["server", "--url", &args.url, "--run-id", &run_id])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let server_pid = child.id().context("server pid")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+        Ok(Ok(Some(line))) if line == "READY" => {}
+        other => bail!("the bench server did not start: {other:?}"),
+    }
+    let q = queue(&run_id);
+    let bus = Bus::connect(&bus_config(&args, &run_id), "bench-client").await?;
+    let payload = vec![b'x'; 100];
+    let rss_idle = rss_kib(server_pid);
+
+    for _ in 0..args.warmup {
+        call(&bus, &q, &BenchRequest::Echo(payload.clone())).await?;
+    }
+    // Sequential calls.
+    let mut latencies = Vec::with_capacity(args.calls);
+    let started = Instant::now();
+    for _ in 0..args.calls {
+        let t = Instant::now();
+        call(&bus, &q, &BenchRequest::Echo(payload.clone())).await?;
+        latencies.push(t.elapsed());
+    }
+    let seq_rate = args.calls as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
+
+    // Calls with a window in flight.
+    let total = args.calls * 4;
+    let started = Instant::now();
+    let mut inflight = futures::stream::iter((0..total).map(|_| {
+        let (bus, q, payload) = (bus.clone(), q.clone(), payload.clone());
+        async move { call(&bus, &q, &BenchRequest::Echo(payload)).await }
+    }))
+    .buffer_unordered(args.window);
+    while let Some(r) = inflight.next().await {
+        r?;
+    }
+    let window_rate = total as f64 / started.elapsed().as_secs_f64();
+
+    // Casts with confirms, a window in flight, timed until the server has them all.
+    call(&bus, &q, &BenchRequest::Reset).await?;
+    let started_ms = epoch_ms();
+    let started = Instant::now();
+    let mut casts = futures::stream::iter((0..args.casts).map(|_| {
+        let (bus, q) = (bus.clone(), q.clone());
+        async move { bus.cast(&q, &BenchRequest::Count).await }
+    }))
+    .buffer_unordered(args.cast_window);
+    while let Some(r) = casts.next().await {
+        r?;
+    }
+    let sent = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let received = loop {
+        let s = stats(&bus, &q).await?;
+        if s.casts as usize >= args.casts {
+            break s;
+        }
+        if Instant::now() > deadline {
+            bail!("the server received only {} of {} casts", s.casts, args.casts);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let cast_secs = (received.last_ms.saturating_sub(started_ms)) as f64 / 1000.0;
+    let cast_rate = args.casts as f64 / cast_secs.max(sent.as_secs_f64());
+    let rss_after = received.rss_kib;
+
+    bus.delete_queue(&q).await.ok();
+    bus.close().await;
+    drop(child);
+
+    let agent_rss = if args.no_agent {
+        None
+    } else {
+        let (args, run_id) = (args.clone(), run_id.clone());
+        Some(tokio::task::spawn_blocking(move || idle_agent_rss(&args, &run_id)).await??)
+    };
+
+    println!("Ferrotrove bus on {}", redact(&args.url));
+    println!("  sequential call   p50 {p50:.3} ms   p99 {p99:.3} ms   {seq_rate:.0} calls/s   ({} calls, 100-byte payload)", args.calls);
+    println!("  {:>3} in flight     {window_rate:.0} calls/s", args.window);
+    println!("  casts, confirms   {cast_rate:.0} casts/s received   ({} casts, {} in flight)", args.casts, args.cast_window);
+    println!("  server RSS        {:.1} MiB idle, {:.1} MiB after", rss_idle as f64 / 1024.0, rss_after as f64 / 1024.0);
+    if let Some(kib) = agent_rss {
+        println!("  idle agent RSS    {:.1} MiB", kib as f64 / 1024.0);
+    }
+    let json = serde_json::json!({
+        "impl": "ferrotrove",
+        "call_p50_ms": p50, "call_p99_ms": p99, "calls_per_s": seq_rate,
+        "window": args.window, "window_calls_per_s": window_rate,
+        "casts_confirmed_per_s": cast_rate, "cast_window": args.cast_window,
+        "server_rss_idle_kib": rss_idle, "server_rss_after_kib": rss_after,
+        "agent_rss_idle_kib": agent_rss,
+    });
+    println!("{json}");
+    Ok(())
+}
+
+/// Starts a real `ftrove-agent` with no database server prepared, lets it connect, serve
+/// and heartbeat for a few seconds, and reads its RSS.
+fn idle_agent_rss(args: &Args, run_id: &str) -> anyhow::Result<u64> {
+    let exe = std::env::current_exe()?;
+    let agent = exe.with_file_name("ftrove-agent");
+    if !agent.exists() {
+        bail!("{} is not built; run `cargo build --release --workspace --bins`", agent.display());
+    }
+    let dir = tempfile::tempdir()?;
+    let id = uuid::Uuid::now_v7();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "instance_id = \"{id}\"\n[bus]\nurl = \"{}\"\nexchange = \"ftrove-bench-{run_id}\"\n[server]\nbase_dir = \"{}\"\nport = 1\n[snapshots]\ndir = \"{}\"\n[heartbeat]\ninterval_secs = 1\n",
+            args.url,
+            dir.path().join("instance").display(),
+            dir.path().join("snapshots").display()
+        ),
+    )?;
+    let mut child = Command::new(&agent).arg("--config").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    std::thread::sleep(Duration::from_secs(5));
+    let rss = rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    // The agent's heartbeats declared a conductor queue on this run's exchange; remove it.
+    tokio::runtime::Handle::current().block_on(async {
+        if let Ok(bus) = Bus::connect(&bus_config(args, run_id), "bench-cleanup").await {
+            let _ = bus.delete_queue(ferrotrove_proto::queues::CONDUCTOR).await;
+            let _ = bus.delete_queue(&ferrotrove_proto::queues::guest(id)).await;
+            bus.close().await;
+        }
+    });
+    if rss == 0 {
+        bail!("the agent exited early; run it by hand with {} to see why", config.display());
+    }
+    Ok(rss)
+}
+
+fn redact(url: &str) -> String {
+    BusConfig { url: url.to_owned(), ..BusConfig::default() }.redacted_url()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.mode.as_str() {
+        "server" => tokio::runtime::Runtime::new()?.block_on(run_server(args)),
+        "all" => tokio::runtime::Runtime::new()?.block_on(run_all(args)),
+        other => bail!("unknown mode {other:?}: use all or server"),
+    }
+}
