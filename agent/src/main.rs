@@ -47,7 +47,7 @@ enum Exit {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing();
+    ferrotrove_bus::daemon::init_logging();
     match load_and_run(&args).await {
         Ok(Exit::Signal(name)) => {
             tracing::info!(
@@ -173,10 +173,4 @@ async fn connect(bus_config: &BusConfig, sender: &str) -> Bus {
             }
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
 }

@@ -25,7 +25,11 @@ struct Args {
     /// all | server
     #[arg(default_value = "all")]
     mode: String,
-    #[arg(long, env = "AMQP_ADDR", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "AMQP_ADDR",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     url: String,
     #[arg(long, default_value_t = 5000)]
     calls: usize,
@@ -105,7 +109,11 @@ impl Handler for EchoServer {
     type Request = BenchRequest;
     type Response = BenchReply;
 
-    async fn handle(&self, request: BenchRequest, _ctx: RequestContext) -> Result<BenchReply, RemoteError> {
+    async fn handle(
+        &self,
+        request: BenchRequest,
+        _ctx: RequestContext,
+    ) -> Result<BenchReply, RemoteError> {
         Ok(match request {
             BenchRequest::Echo(bytes) => BenchReply::Echo(bytes),
             BenchRequest::Count => {
@@ -139,19 +147,30 @@ enum BenchReply {
 }
 
 fn epoch_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// VmRSS of a process, in KiB (0 when unreadable).
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn bus_config(args: &Args, run_id: &str) -> BusConfig {
-    BusConfig { url: args.url.clone(), exchange: format!("ftrove-bench-{run_id}"), prefetch: 256 }
+    BusConfig {
+        url: args.url.clone(),
+        exchange: format!("ftrove-bench-{run_id}"),
+        prefetch: 256,
+    }
 }
 
 fn queue(run_id: &str) -> String {
@@ -254,7 +273,11 @@ async fn run_all(args: Args) -> anyhow::Result<()> {
             break s;
         }
         if Instant::now() > deadline {
-            bail!("the server received only {} of {} casts", s.casts, args.casts);
+            bail!(
+                "the server received only {} of {} casts",
+                s.casts,
+                args.casts
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -274,10 +297,23 @@ async fn run_all(args: Args) -> anyhow::Result<()> {
     };
 
     println!("Ferrotrove bus on {}", redact(&args.url));
-    println!("  sequential call   p50 {p50:.3} ms   p99 {p99:.3} ms   {seq_rate:.0} calls/s   ({} calls, 100-byte payload)", args.calls);
-    println!("  {:>3} in flight     {window_rate:.0} calls/s", args.window);
-    println!("  casts, confirms   {cast_rate:.0} casts/s received   ({} casts, {} in flight)", args.casts, args.cast_window);
-    println!("  server RSS        {:.1} MiB idle, {:.1} MiB after", rss_idle as f64 / 1024.0, rss_after as f64 / 1024.0);
+    println!(
+        "  sequential call   p50 {p50:.3} ms   p99 {p99:.3} ms   {seq_rate:.0} calls/s   ({} calls, 100-byte payload)",
+        args.calls
+    );
+    println!(
+        "  {:>3} in flight     {window_rate:.0} calls/s",
+        args.window
+    );
+    println!(
+        "  casts, confirms   {cast_rate:.0} casts/s received   ({} casts, {} in flight)",
+        args.casts, args.cast_window
+    );
+    println!(
+        "  server RSS        {:.1} MiB idle, {:.1} MiB after",
+        rss_idle as f64 / 1024.0,
+        rss_after as f64 / 1024.0
+    );
     if let Some(kib) = agent_rss {
         println!("  idle agent RSS    {:.1} MiB", kib as f64 / 1024.0);
     }
@@ -299,7 +335,10 @@ fn idle_agent_rss(args: &Args, run_id: &str) -> anyhow::Result<u64> {
     let exe = std::env::current_exe()?;
     let agent = exe.with_file_name("ftrove-agent");
     if !agent.exists() {
-        bail!("{} is not built; run `cargo build --release --workspace --bins`", agent.display());
+        bail!(
+            "{} is not built; run `cargo build --release --workspace --bins`",
+            agent.display()
+        );
     }
     let dir = tempfile::tempdir()?;
     let id = uuid::Uuid::now_v7();
@@ -313,7 +352,12 @@ fn idle_agent_rss(args: &Args, run_id: &str) -> anyhow::Result<u64> {
             dir.path().join("snapshots").display()
         ),
     )?;
-    let mut child = Command::new(&agent).arg("--config").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let mut child = Command::new(&agent)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     std::thread::sleep(Duration::from_secs(5));
     let rss = rss_kib(child.id());
     let _ = child.kill();
@@ -327,20 +371,34 @@ fn idle_agent_rss(args: &Args, run_id: &str) -> anyhow::Result<u64> {
         }
     });
     if rss == 0 {
-        bail!("the agent exited early; run it by hand with {} to see why", config.display());
+        bail!(
+            "the agent exited early; run it by hand with {} to see why",
+            config.display()
+        );
     }
     Ok(rss)
 }
 
 fn redact(url: &str) -> String {
-    BusConfig { url: url.to_owned(), ..BusConfig::default() }.redacted_url()
+    BusConfig {
+        url: url.to_owned(),
+        ..BusConfig::default()
+    }
+    .redacted_url()
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.mode.as_str() {
-        "server" => tokio::runtime::Runtime::new()?.block_on(run_server(args)),
-        "all" => tokio::runtime::Runtime::new()?.block_on(run_all(args)),
+        "server" => runtime()?.block_on(run_server(args)),
+        "all" => runtime()?.block_on(run_all(args)),
         other => bail!("unknown mode {other:?}: use all or server"),
     }
+}
+
+/// The agent's runtime flavour: one thread (see the agent's main).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }

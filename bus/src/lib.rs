@@ -9,10 +9,14 @@
 //! - [`Bus::serve`]: consume a queue and hand each decoded request to a [`Handler`],
 //!   replying when the sender asked for a reply and acking after the handler returns.
 //!
+//! [`daemon`] holds what every bus-speaking daemon does at start (logging that never dumps
+//! message bodies, the stop signal).
+//!
 //! It must not know what any method means: it moves [`ferrotrove_proto::Envelope`]s.
 
 mod config;
 mod connection;
+pub mod daemon;
 mod error;
 mod replies;
 mod serve;

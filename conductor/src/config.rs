@@ -21,7 +21,10 @@ pub struct ConductorConfig {
 impl Default for ConductorConfig {
     fn default() -> Self {
         ConductorConfig {
-            bus: BusConfig { prefetch: 256, ..BusConfig::default() },
+            bus: BusConfig {
+                prefetch: 256,
+                ..BusConfig::default()
+            },
             store: StoreConfig::default(),
             startup_timeout_secs: 60,
         }

@@ -25,7 +25,11 @@ impl Handler for Conductor {
     type Request = ConductorMessage;
     type Response = ();
 
-    async fn handle(&self, message: ConductorMessage, _ctx: RequestContext) -> Result<(), RemoteError> {
+    async fn handle(
+        &self,
+        message: ConductorMessage,
+        _ctx: RequestContext,
+    ) -> Result<(), RemoteError> {
         match message {
             ConductorMessage::Heartbeat(heartbeat) => {
                 let span = tracing::debug_span!("heartbeat", instance_id = %heartbeat.instance_id, seq = heartbeat.seq);
@@ -45,7 +49,10 @@ impl Handler for Conductor {
 }
 
 /// Runs a conductor until `shutdown` resolves or the bus connection is lost.
-pub async fn run(config: ConductorConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: ConductorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let store = Store::connect(&config.store).await?;
     let bus = Bus::connect_with_retry(&config.bus, "conductor", config.startup_timeout()).await?;
     let mut server = bus.serve(queues::CONDUCTOR, Conductor { store }).await?;

@@ -15,7 +15,7 @@ M=m1$SUFFIX S=s1$SUFFIX
 step ftrove flavor-list
 step ftrove create "$M" 7 --size 2 --databases appdb --users app:apppass --wait
 step ftrove list
-M_ID=$(ftrove show "$M" --json | sed -n 's/^  "id": "\(.*\)",$/\1/p')
+M_ID=$(ftrove show "$M" --json | sed -n 's/^ *"id": "\([0-9a-f-]\{36\}\)",\{0,1\}$/\1/p' | head -n 1)
 step ftrove create "$S" 7 --size 2 --replica-of "$M_ID" --wait
 step ftrove show "$S"
 step ftrove show "$M"

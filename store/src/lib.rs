@@ -1,1 +1,130 @@
-//! placeholder
+//! Ferrotrove's control DB: its schema, its migrations and every query the control plane
+//! makes.
+//!
+//! The api, the taskmanager and the conductor link this crate and talk to MariaDB/MySQL
+//! only through [`Store`]; no SQL lives anywhere else. The guest agent never links it: a
+//! guest holds no control-DB credentials, and everything it knows reaches the control DB
+//! through the conductor.
+//!
+//! Layout:
+//! - [`config`]: [`StoreConfig`], the `[store]` section every daemon embeds;
+//! - `migrations`: the schema as an ordered list of migrations, applied at connect;
+//! - `flavors`, `datastores`: the read-only catalogue the API offers;
+//! - `instances`: instance rows, their statuses and the API's guarded transitions;
+//! - `guest_status`: the newest heartbeat per instance, ordered by the agent's (boot, seq);
+//! - `replication_users`: which user each replica replicates with (names, never passwords);
+//! - [`error`] holds [`StoreError`].
+//!
+//! Every timestamp is written as `UTC_TIMESTAMP(3)` by the database server, so the control
+//! plane's hosts need not agree on the time, and is read back as a UTC `OffsetDateTime`.
+
+pub mod config;
+mod datastores;
+pub mod error;
+mod flavors;
+mod guest_status;
+mod instances;
+mod migrations;
+mod replication_users;
+mod rows;
+
+pub use config::{StoreConfig, validate_database_name};
+pub use datastores::{Datastore, DatastoreVersion};
+pub use error::StoreError;
+pub use flavors::Flavor;
+pub use guest_status::GuestStatus;
+pub use instances::{DeleteStart, Instance, NewInstance, ReplicaInsert, Transition};
+pub use migrations::{MARIADB_10_11_VERSION_ID, MARIADB_DATASTORE_ID};
+pub use replication_users::ReplicationUserRow;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+
+/// A handle on the control DB: a connection pool. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    database: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects, creates the database when missing and applies missing migrations.
+    ///
+    /// Safe to call from several processes at once (see `migrations`). A configuration
+    /// error is [`StoreError::Config`]; an unreachable server is [`StoreError::Database`]
+    /// with kind `Unavailable`, which callers may retry.
+    pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        cfg.validate()?;
+        let base = Opts::from_url(&cfg.url)
+            .map_err(|e| StoreError::Config(format!("store url does not parse: {e}")))?;
+        let constraints = PoolConstraints::new(0, cfg.pool_max)
+            .ok_or_else(|| StoreError::Config("store pool_max must be at least 1".to_owned()))?;
+        // Affected-row counts must mean "changed", not "matched": record_heartbeat relies
+        // on it, whatever the URL asks for.
+        let common = OptsBuilder::from_opts(base)
+            .client_found_rows(false)
+            .init(vec!["SET SESSION time_zone = '+00:00'"]);
+
+        let mut server = Conn::new(common.clone().db_name(None::<String>)).await?;
+        server
+            .query_drop(format!(
+                "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4",
+                cfg.database
+            ))
+            .await?;
+        server.disconnect().await?;
+
+        let pool = Pool::new(
+            common
+                .db_name(Some(cfg.database.clone()))
+                .pool_opts(PoolOpts::new().with_constraints(constraints)),
+        );
+        let mut conn = pool.get_conn().await?;
+        migrations::run(&mut conn, &cfg.database).await?;
+        drop(conn);
+        tracing::debug!(database = %cfg.database, "control DB ready");
+        Ok(Store {
+            pool,
+            database: cfg.database.clone(),
+        })
+    }
+
+    /// The control database's name.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Drops the whole control database and closes the pool. For tests.
+    pub async fn drop_database(self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get_conn().await?;
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.database))
+            .await?;
+        drop(conn);
+        self.pool.disconnect().await?;
+        Ok(())
+    }
+
+    /// Closes the pool's connections. Queries after this fail.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.pool.disconnect().await?;
+        Ok(())
+    }
+}
+
+/// `?, ?, ?` for an `IN (...)` list of `n` values (n ≥ 1).
+pub(crate) fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// Whether a server error is a duplicate key (1062).
+pub(crate) fn is_duplicate_key(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == 1062)
+}

@@ -67,7 +67,10 @@ pub struct Timeouts {
 impl Default for TaskmanagerConfig {
     fn default() -> Self {
         TaskmanagerConfig {
-            bus: BusConfig { prefetch: 16, ..BusConfig::default() },
+            bus: BusConfig {
+                prefetch: 16,
+                ..BusConfig::default()
+            },
             store: StoreConfig::default(),
             provisioner: ProvisionerKind::Local,
             local: LocalConfig::default(),
@@ -92,7 +95,12 @@ impl Default for LocalConfig {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { agent_start_secs: 60, short_secs: 30, prepare_secs: 300, seed_secs: 3600 }
+        Timeouts {
+            agent_start_secs: 60,
+            short_secs: 30,
+            prepare_secs: 300,
+            seed_secs: 3600,
+        }
     }
 }
 
@@ -128,7 +136,10 @@ impl TaskmanagerConfig {
 
     fn validate(&self) -> Result<(), String> {
         if !self.local.state_dir.is_absolute() {
-            return Err(format!("local.state_dir must be an absolute path, not {:?}", self.local.state_dir));
+            return Err(format!(
+                "local.state_dir must be an absolute path, not {:?}",
+                self.local.state_dir
+            ));
         }
         if self.local.heartbeat_interval_secs == 0 {
             return Err("local.heartbeat_interval_secs must be at least 1".into());
@@ -166,11 +177,17 @@ mod tests {
 
     #[test]
     fn bad_configs_say_what_is_wrong() {
-        let err = load_str("[local]\nstate_dir = \"relative/dir\"\n").unwrap_err().to_string();
+        let err = load_str("[local]\nstate_dir = \"relative/dir\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("state_dir"), "{err}");
-        let err = load_str("[local]\nstat_dir = \"/x\"\n").unwrap_err().to_string();
+        let err = load_str("[local]\nstat_dir = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("stat_dir"), "{err}");
-        let err = load_str("provisioner = \"cloud\"\n").unwrap_err().to_string();
+        let err = load_str("provisioner = \"cloud\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cloud"), "{err}");
     }
 }

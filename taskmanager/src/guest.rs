@@ -22,10 +22,19 @@ pub struct Guest<'a> {
 
 impl<'a> Guest<'a> {
     pub fn new(bus: &'a Bus, timeouts: &'a Timeouts, instance_id: Uuid) -> Guest<'a> {
-        Guest { bus, timeouts, instance_id, queue: queues::guest(instance_id) }
+        Guest {
+            bus,
+            timeouts,
+            instance_id,
+            queue: queues::guest(instance_id),
+        }
     }
 
-    async fn call(&self, request: AgentRequest, timeout: Duration) -> Result<AgentResponse, TaskError> {
+    async fn call(
+        &self,
+        request: AgentRequest,
+        timeout: Duration,
+    ) -> Result<AgentResponse, TaskError> {
         let method = ferrotrove_proto::Method::name(&request);
         tracing::debug!(instance_id = %self.instance_id, method, "calling agent");
         Ok(self.bus.call(&self.queue, &request, timeout).await?)
@@ -39,7 +48,10 @@ impl<'a> Guest<'a> {
     }
 
     pub async fn prepare(&self, request: PrepareRequest) -> Result<ServerStatus, TaskError> {
-        match self.call(AgentRequest::Prepare(request), self.timeouts.prepare()).await? {
+        match self
+            .call(AgentRequest::Prepare(request), self.timeouts.prepare())
+            .await?
+        {
             AgentResponse::Prepared(status) => Ok(status),
             other => Err(unexpected("Prepare", &other)),
         }
@@ -62,35 +74,56 @@ impl<'a> Guest<'a> {
     }
 
     pub async fn create_replication_user(&self, user: ReplicationUser) -> Result<(), TaskError> {
-        match self.call(AgentRequest::CreateReplicationUser(user), self.timeouts.short()).await? {
+        match self
+            .call(
+                AgentRequest::CreateReplicationUser(user),
+                self.timeouts.short(),
+            )
+            .await?
+        {
             AgentResponse::ReplicationUserCreated => Ok(()),
             other => Err(unexpected("CreateReplicationUser", &other)),
         }
     }
 
     pub async fn drop_replication_user(&self, user: ReplicationUserName) -> Result<(), TaskError> {
-        match self.call(AgentRequest::DropReplicationUser(user), self.timeouts.short()).await? {
+        match self
+            .call(
+                AgentRequest::DropReplicationUser(user),
+                self.timeouts.short(),
+            )
+            .await?
+        {
             AgentResponse::ReplicationUserDropped => Ok(()),
             other => Err(unexpected("DropReplicationUser", &other)),
         }
     }
 
     pub async fn attach(&self, request: AttachRequest) -> Result<ServerStatus, TaskError> {
-        match self.call(AgentRequest::Attach(request), self.timeouts.seed()).await? {
+        match self
+            .call(AgentRequest::Attach(request), self.timeouts.seed())
+            .await?
+        {
             AgentResponse::Attached(status) => Ok(status),
             other => Err(unexpected("Attach", &other)),
         }
     }
 
     pub async fn detach(&self) -> Result<ServerStatus, TaskError> {
-        match self.call(AgentRequest::Detach, self.timeouts.short()).await? {
+        match self
+            .call(AgentRequest::Detach, self.timeouts.short())
+            .await?
+        {
             AgentResponse::Detached(status) => Ok(status),
             other => Err(unexpected("Detach", &other)),
         }
     }
 
     pub async fn shutdown(&self) -> Result<(), TaskError> {
-        match self.call(AgentRequest::Shutdown, self.timeouts.short()).await? {
+        match self
+            .call(AgentRequest::Shutdown, self.timeouts.short())
+            .await?
+        {
             AgentResponse::ShuttingDown => Ok(()),
             other => Err(unexpected("Shutdown", &other)),
         }

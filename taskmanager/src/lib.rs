@@ -24,7 +24,10 @@ use std::sync::Arc;
 use tasks::Tasks;
 
 /// Runs a taskmanager until `shutdown` resolves or the bus connection is lost.
-pub async fn run(config: TaskmanagerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: TaskmanagerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let store = Store::connect(&config.store).await?;
     let bus = Bus::connect_with_retry(&config.bus, "taskmanager", config.startup_timeout()).await?;
     let provisioner = match config.provisioner {
@@ -35,7 +38,12 @@ pub async fn run(config: TaskmanagerConfig, shutdown: impl Future<Output = ()>) 
             config.timeouts.clone(),
         )?),
     };
-    let tasks = Tasks { store, bus: bus.clone(), provisioner, timeouts: config.timeouts.clone() };
+    let tasks = Tasks {
+        store,
+        bus: bus.clone(),
+        provisioner,
+        timeouts: config.timeouts.clone(),
+    };
     let mut server = bus.serve(queues::TASKMANAGER, tasks).await?;
     tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager serving");
     tokio::select! {

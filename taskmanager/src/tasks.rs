@@ -9,9 +9,11 @@
 use crate::config::Timeouts;
 use crate::error::TaskError;
 use crate::guest::Guest;
-use crate::provisioner::Provisioner;
+use crate::provisioner::{Endpoint, Provisioner};
 use ferrotrove_bus::{Bus, Handler, RequestContext};
-use ferrotrove_proto::agent::{AttachRequest, PrepareRequest, ReplicationUser, ReplicationUserName, UserSpec};
+use ferrotrove_proto::agent::{
+    AttachRequest, PrepareRequest, ReplicationUser, ReplicationUserName, SnapshotInfo, UserSpec,
+};
 use ferrotrove_proto::status::InstanceStatus;
 use ferrotrove_proto::taskmanager::TaskRequest;
 use ferrotrove_proto::{ErrorKind, RemoteError, Secret};
@@ -36,13 +38,25 @@ impl<P: Provisioner> Handler for Tasks<P> {
     async fn handle(&self, request: TaskRequest, ctx: RequestContext) -> Result<(), RemoteError> {
         let operation_id = ctx.operation_id.unwrap_or(ctx.message_id);
         let result = match request {
-            TaskRequest::CreateInstance { instance_id, databases, users } => {
+            TaskRequest::CreateInstance {
+                instance_id,
+                databases,
+                users,
+            } => {
                 let span = tracing::info_span!("create", %instance_id, %operation_id);
-                self.create_instance(instance_id, databases, users).instrument(span).await
+                self.create_instance(instance_id, databases, users)
+                    .instrument(span)
+                    .await
             }
-            TaskRequest::CreateReplicas { source_id, replica_ids } => {
-                let span = tracing::info_span!("create_replicas", instance_id = %source_id, %operation_id);
-                self.create_replicas(source_id, replica_ids).instrument(span).await
+            TaskRequest::CreateReplicas {
+                source_id,
+                replica_ids,
+            } => {
+                let span =
+                    tracing::info_span!("create_replicas", instance_id = %source_id, %operation_id);
+                self.create_replicas(source_id, replica_ids)
+                    .instrument(span)
+                    .await
             }
             TaskRequest::DetachReplica { instance_id } => {
                 let span = tracing::info_span!("detach", %instance_id, %operation_id);
@@ -66,7 +80,11 @@ impl<P: Provisioner> Tasks<P> {
 
     /// Loads an instance that must be in `expected` status; `None` means the task has
     /// nothing to do (finished before, or the instance is gone).
-    async fn load(&self, id: Uuid, expected: InstanceStatus) -> Result<Option<Instance>, TaskError> {
+    async fn load(
+        &self,
+        id: Uuid,
+        expected: InstanceStatus,
+    ) -> Result<Option<Instance>, TaskError> {
         match self.store.get_instance(id).await? {
             Some(instance) if instance.status == expected => Ok(Some(instance)),
             Some(instance) => {
@@ -85,31 +103,52 @@ impl<P: Provisioner> Tasks<P> {
         match outcome {
             Ok(()) => {
                 tracing::info!(instance_id = %id, "task done");
-                self.store.set_status(id, InstanceStatus::Active, None).await?;
+                self.store
+                    .set_status(id, InstanceStatus::Active, None)
+                    .await?;
             }
             Err(error) => {
                 tracing::warn!(instance_id = %id, %error, "task failed");
-                self.store.set_status(id, InstanceStatus::Error, Some(&error.to_string())).await?;
+                self.store
+                    .set_status(id, InstanceStatus::Error, Some(&error.to_string()))
+                    .await?;
             }
         }
         Ok(())
     }
 
-    async fn create_instance(&self, id: Uuid, databases: Vec<String>, users: Vec<UserSpec>) -> Result<(), TaskError> {
-        let Some(instance) = self.load(id, InstanceStatus::Build).await? else { return Ok(()) };
+    async fn create_instance(
+        &self,
+        id: Uuid,
+        databases: Vec<String>,
+        users: Vec<UserSpec>,
+    ) -> Result<(), TaskError> {
+        let Some(instance) = self.load(id, InstanceStatus::Build).await? else {
+            return Ok(());
+        };
         let outcome = self.build(&instance, databases, users, false).await;
-        self.finish(id, outcome).await
+        self.finish(id, outcome.map(|_| ())).await
     }
 
-    /// Provisions a host and prepares its server.
-    async fn build(&self, instance: &Instance, databases: Vec<String>, users: Vec<UserSpec>, read_only: bool) -> Result<(), TaskError> {
+    /// Provisions a host and prepares its server; returns where the server listens.
+    async fn build(
+        &self,
+        instance: &Instance,
+        databases: Vec<String>,
+        users: Vec<UserSpec>,
+        read_only: bool,
+    ) -> Result<Endpoint, TaskError> {
         let endpoint = self.provisioner.provision(instance).await?;
-        self.store.set_endpoint(instance.id, &endpoint.host, endpoint.port).await?;
+        self.store
+            .set_endpoint(instance.id, &endpoint.host, endpoint.port)
+            .await?;
         let flavor = self
             .store
             .get_flavor(&instance.flavor_id)
             .await?
-            .ok_or_else(|| TaskError::State(format!("flavor {} no longer exists", instance.flavor_id)))?;
+            .ok_or_else(|| {
+                TaskError::State(format!("flavor {} no longer exists", instance.flavor_id))
+            })?;
         let request = PrepareRequest {
             server_id: instance.server_id,
             memory_mb: u64::from(flavor.ram_mb),
@@ -117,11 +156,18 @@ impl<P: Provisioner> Tasks<P> {
             users,
             read_only,
         };
-        self.guest(instance.id).prepare(request).await.map_err(|e| e.during("preparing the database server"))?;
-        Ok(())
+        self.guest(instance.id)
+            .prepare(request)
+            .await
+            .map_err(|e| e.during("preparing the database server"))?;
+        Ok(endpoint)
     }
 
-    async fn create_replicas(&self, source_id: Uuid, replica_ids: Vec<Uuid>) -> Result<(), TaskError> {
+    async fn create_replicas(
+        &self,
+        source_id: Uuid,
+        replica_ids: Vec<Uuid>,
+    ) -> Result<(), TaskError> {
         let mut replicas = Vec::new();
         for id in replica_ids {
             if let Some(replica) = self.load(id, InstanceStatus::Build).await? {
@@ -136,7 +182,8 @@ impl<P: Provisioner> Tasks<P> {
             _ => {
                 let fault = format!("replica source {source_id} is gone or was never built");
                 for replica in &replicas {
-                    self.finish(replica.id, Err(TaskError::State(fault.clone()))).await?;
+                    self.finish(replica.id, Err(TaskError::State(fault.clone())))
+                        .await?;
                 }
                 return Ok(());
             }
@@ -145,14 +192,19 @@ impl<P: Provisioner> Tasks<P> {
         let snapshot_id = Uuid::now_v7();
         let source_guest = self.guest(source_id);
         let snapshot = source_guest.create_snapshot(snapshot_id);
-        let builds = futures::future::join_all(replicas.iter().map(|r| self.build(r, Vec::new(), Vec::new(), true)));
+        let builds = futures::future::join_all(
+            replicas
+                .iter()
+                .map(|r| self.build(r, Vec::new(), Vec::new(), true)),
+        );
         let (snapshot, builds) = tokio::join!(snapshot, builds);
         let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 let error = error.during(format!("snapshot of source {source_id}"));
                 for replica in &replicas {
-                    self.finish(replica.id, Err(TaskError::State(error.to_string()))).await?;
+                    self.finish(replica.id, Err(TaskError::State(error.to_string())))
+                        .await?;
                 }
                 return Ok(());
             }
@@ -163,7 +215,7 @@ impl<P: Provisioner> Tasks<P> {
             let source = &source;
             async move {
                 let outcome = match built {
-                    Ok(()) => self.attach(source, replica, snapshot).await,
+                    Ok(endpoint) => self.attach(source, replica.id, &endpoint, snapshot).await,
                     Err(e) => Err(e),
                 };
                 self.finish(replica.id, outcome).await
@@ -177,21 +229,36 @@ impl<P: Provisioner> Tasks<P> {
     }
 
     /// Creates the replica's replication user on the source and attaches the replica.
-    async fn attach(&self, source: &Instance, replica: &Instance, snapshot: ferrotrove_proto::agent::SnapshotInfo) -> Result<(), TaskError> {
-        let replica_host = replica.host.clone().ok_or_else(|| TaskError::State("replica has no host".into()))?;
+    async fn attach(
+        &self,
+        source: &Instance,
+        replica_id: Uuid,
+        replica: &Endpoint,
+        snapshot: SnapshotInfo,
+    ) -> Result<(), TaskError> {
         let (Some(source_host), Some(source_port)) = (source.host.clone(), source.port) else {
-            return Err(TaskError::State(format!("source {} has no endpoint", source.id)));
+            return Err(TaskError::State(format!(
+                "source {} has no endpoint",
+                source.id
+            )));
         };
         let user = ReplicationUser {
-            name: replication_user_name(replica.id),
-            host: replica_host,
+            name: replication_user_name(replica_id),
+            host: replica.host.clone(),
             password: Secret::new(Alphanumeric.sample_string(&mut rand::rng(), 32)),
         };
-        self.store.record_replication_user(replica.id, source.id, &user.name, &user.host).await?;
+        self.store
+            .record_replication_user(replica_id, source.id, &user.name, &user.host)
+            .await?;
         self.guest(source.id)
             .create_replication_user(user.clone())
             .await
-            .map_err(|e| e.during(format!("creating the replication user on source {}", source.id)))?;
+            .map_err(|e| {
+                e.during(format!(
+                    "creating the replication user on source {}",
+                    source.id
+                ))
+            })?;
         let request = AttachRequest {
             snapshot,
             source_host,
@@ -199,8 +266,8 @@ impl<P: Provisioner> Tasks<P> {
             user: user.name.clone(),
             password: user.password.clone(),
         };
-        if let Err(error) = self.guest(replica.id).attach(request).await {
-            self.drop_replication_user(replica.id).await;
+        if let Err(error) = self.guest(replica_id).attach(request).await {
+            self.drop_replication_user(replica_id).await;
             return Err(error.during("attaching the replica"));
         }
         Ok(())
@@ -217,21 +284,31 @@ impl<P: Provisioner> Tasks<P> {
                 return;
             }
         };
-        let name = ReplicationUserName { name: row.user_name.clone(), host: row.user_host.clone() };
+        let name = ReplicationUserName {
+            name: row.user_name.clone(),
+            host: row.user_host.clone(),
+        };
         match self.guest(row.source_id).drop_replication_user(name).await {
             Ok(()) => {
                 if let Err(error) = self.store.forget_replication_user(replica_id).await {
                     tracing::warn!(%replica_id, %error, "cannot forget the replication user");
                 }
             }
-            Err(error) => tracing::warn!(%replica_id, source_id = %row.source_id, %error, "could not drop the replication user on the source"),
+            Err(error) => {
+                tracing::warn!(%replica_id, source_id = %row.source_id, %error, "could not drop the replication user on the source")
+            }
         }
     }
 
     async fn detach(&self, id: Uuid) -> Result<(), TaskError> {
-        let Some(replica) = self.load(id, InstanceStatus::Detach).await? else { return Ok(()) };
+        let Some(replica) = self.load(id, InstanceStatus::Detach).await? else {
+            return Ok(());
+        };
         let outcome = async {
-            self.guest(replica.id).detach().await.map_err(|e| e.during("detaching the replica"))?;
+            self.guest(replica.id)
+                .detach()
+                .await
+                .map_err(|e| e.during("detaching the replica"))?;
             self.store.set_replica_of(replica.id, None).await?;
             self.drop_replication_user(replica.id).await;
             Ok(())
@@ -241,7 +318,9 @@ impl<P: Provisioner> Tasks<P> {
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), TaskError> {
-        let Some(instance) = self.load(id, InstanceStatus::Deleting).await? else { return Ok(()) };
+        let Some(instance) = self.load(id, InstanceStatus::Deleting).await? else {
+            return Ok(());
+        };
         if instance.replica_of.is_some() {
             self.drop_replication_user(instance.id).await;
         }
@@ -251,7 +330,10 @@ impl<P: Provisioner> Tasks<P> {
                 tracing::info!(instance_id = %id, "deleted");
                 Ok(())
             }
-            Err(error) => self.finish(id, Err(TaskError::from(error).during("deleting"))).await,
+            Err(error) => {
+                self.finish(id, Err(TaskError::from(error).during("deleting")))
+                    .await
+            }
         }
     }
 }

@@ -22,11 +22,16 @@ pub fn free_port() -> u16 {
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -39,8 +44,17 @@ impl RabbitVhost {
     pub fn create() -> RabbitVhost {
         let name = format!("ft-test-{}", unique_suffix());
         run(Command::new("rabbitmqctl").args(["-q", "add_vhost", &name])).expect("add_vhost");
-        run(Command::new("rabbitmqctl").args(["-q", "set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]))
-            .expect("set_permissions");
+        run(Command::new("rabbitmqctl").args([
+            "-q",
+            "set_permissions",
+            "-p",
+            &name,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ]))
+        .expect("set_permissions");
         RabbitVhost { name }
     }
 
@@ -66,7 +80,9 @@ pub struct ControlDb {
 impl ControlDb {
     /// Names a database (created by whoever connects first); it is dropped on drop.
     pub fn new() -> ControlDb {
-        ControlDb { name: format!("ft_test_{}", unique_suffix()) }
+        ControlDb {
+            name: format!("ft_test_{}", unique_suffix()),
+        }
     }
 
     /// The server URL (without database) for `StoreConfig::url`: the development user
@@ -85,7 +101,17 @@ impl Default for ControlDb {
 impl Drop for ControlDb {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS `{}`", self.name);
-        if let Err(e) = run(Command::new("mariadb").args(["-h", "127.0.0.1", "-P", "3306", "-u", "ferrotrove", "-pferrotrove", "-e", &sql])) {
+        if let Err(e) = run(Command::new("mariadb").args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "3306",
+            "-u",
+            "ferrotrove",
+            "-pferrotrove",
+            "-e",
+            &sql,
+        ])) {
             eprintln!("cleanup: {e}");
         }
     }
@@ -96,9 +122,16 @@ impl Drop for ControlDb {
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("test binary lives in target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binary lives in target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built; run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -108,7 +141,10 @@ pub fn process_alive(pid: i32) -> bool {
     let exists = unsafe { libc::kill(pid, 0) } == 0;
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false);
     exists && !zombie
 }
@@ -119,13 +155,18 @@ pub fn kill_processes_under(dir: &std::path::Path) {
     let mut pids = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|x| x == "pid") {
-                if let Some(pid) = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                if let Some(pid) = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                {
                     pids.push(pid);
                 }
             }

@@ -11,7 +11,15 @@ use std::time::Duration;
 /// Runs SQL on an instance over TCP as `user`; returns stdout or the client's error.
 fn sql(port: u16, user: &str, password: &str, statement: &str) -> Result<String, String> {
     let out = Command::new("mariadb")
-        .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string(), "-u", user])
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            user,
+        ])
         .arg(format!("-p{password}"))
         .args(["-N", "-B", "-e", statement])
         .output()
@@ -28,24 +36,39 @@ fn app_sql(port: u16, statement: &str) -> Result<String, String> {
 }
 
 fn count(port: u16) -> i64 {
-    app_sql(port, "SELECT COUNT(*) FROM t").ok().and_then(|s| s.parse().ok()).unwrap_or(-1)
+    app_sql(port, "SELECT COUNT(*) FROM t")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(-1)
 }
 
-/// The admin password an agent keeps in its instance's 0600 client.cnf.
-fn admin_password(stack: &Stack, id: &str) -> String {
-    let path = stack.instance_dir(id).join("client.cnf");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("password").map(|rest| rest.trim_start_matches([' ', '=']).trim().trim_matches('"').to_owned()))
-        .expect("password in client.cnf")
-}
-
-fn replication_users(stack: &Stack, id: &str, port: u16) -> String {
-    sql(port, "root", &admin_password(stack, id), "SELECT user FROM mysql.user WHERE user LIKE 'ftrepl%'").expect("admin query")
+/// Runs SQL as the instance's admin, with the login its agent keeps in the 0600
+/// `client.cnf` of the instance's directory (root is reachable only over the socket).
+fn replication_users(stack: &Stack, id: &str) -> String {
+    let client_cnf = stack.instance_dir(id).join("client.cnf");
+    let out = Command::new("mariadb")
+        .arg(format!("--defaults-file={}", client_cnf.display()))
+        .args([
+            "-N",
+            "-B",
+            "-e",
+            "SELECT user FROM mysql.user WHERE user LIKE 'ftrepl%'",
+        ])
+        .output()
+        .expect("run mariadb");
+    assert!(
+        out.status.success(),
+        "admin query: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn port_of(instance: &Value) -> u16 {
-    instance["port"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or_else(|| panic!("no port in {instance}"))
+    instance["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no port in {instance}"))
 }
 
 fn id_of(instance: &Value) -> String {
@@ -57,10 +80,24 @@ fn replication_walkthrough() {
     let stack = Stack::start();
 
     let flavors = stack.ftrove_json(&["flavor-list"]);
-    assert!(flavors.to_string().contains("\"7\"") || flavors.to_string().contains(":7"), "flavor 7 missing: {flavors}");
+    assert!(
+        flavors.to_string().contains("\"7\"") || flavors.to_string().contains(":7"),
+        "flavor 7 missing: {flavors}"
+    );
 
     // The source, with a database and an application user.
-    stack.ftrove_ok(&["create", "m1", "7", "--size", "2", "--databases", "appdb", "--users", "app:apppass", "--wait"]);
+    stack.ftrove_ok(&[
+        "create",
+        "m1",
+        "7",
+        "--size",
+        "2",
+        "--databases",
+        "appdb",
+        "--users",
+        "app:apppass",
+        "--wait",
+    ]);
     let m1 = stack.ftrove_json(&["show", "m1"]);
     assert_eq!(m1["status"], "ACTIVE", "{m1}");
     let (m1_id, m1_port) = (id_of(&m1), port_of(&m1));
@@ -68,11 +105,28 @@ fn replication_walkthrough() {
     assert!(listed.contains("m1") && listed.contains(&m1_id), "{listed}");
 
     // Rows written before the replica exists.
-    app_sql(m1_port, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(32))").unwrap();
-    app_sql(m1_port, "INSERT INTO t SELECT seq, CONCAT('before-', seq) FROM seq_1_to_100").unwrap();
+    app_sql(
+        m1_port,
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(32))",
+    )
+    .unwrap();
+    app_sql(
+        m1_port,
+        "INSERT INTO t SELECT seq, CONCAT('before-', seq) FROM seq_1_to_100",
+    )
+    .unwrap();
 
     // The replica, seeded from a snapshot of m1 (named by id, as Trove's walkthrough does).
-    stack.ftrove_ok(&["create", "s1", "7", "--size", "2", "--replica-of", &m1_id, "--wait"]);
+    stack.ftrove_ok(&[
+        "create",
+        "s1",
+        "7",
+        "--size",
+        "2",
+        "--replica-of",
+        &m1_id,
+        "--wait",
+    ]);
     let s1 = stack.ftrove_json(&["show", "s1"]);
     let (s1_id, s1_port) = (id_of(&s1), port_of(&s1));
     assert_eq!(s1["status"], "ACTIVE", "{s1}");
@@ -80,14 +134,36 @@ fn replication_walkthrough() {
     let m1 = stack.ftrove_json(&["show", m1_id.as_str()]);
     assert_eq!(m1["replicas"][0]["id"], s1_id.as_str(), "{m1}");
     let shown = stack.ftrove_ok(&["show", "s1"]);
-    assert!(shown.contains("replica_of") && shown.contains(&m1_id), "{shown}");
+    assert!(
+        shown.contains("replica_of") && shown.contains(&m1_id),
+        "{shown}"
+    );
 
-    assert_eq!(count(s1_port), 100, "rows written before the snapshot are on the replica");
-    app_sql(m1_port, "INSERT INTO t SELECT seq, CONCAT('after-', seq) FROM seq_101_to_110").unwrap();
-    assert!(eventually(Duration::from_secs(15), || count(s1_port) == 110), "rows written after seeding did not arrive: {}", count(s1_port));
+    assert_eq!(
+        count(s1_port),
+        100,
+        "rows written before the snapshot are on the replica"
+    );
+    app_sql(
+        m1_port,
+        "INSERT INTO t SELECT seq, CONCAT('after-', seq) FROM seq_101_to_110",
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || count(s1_port) == 110),
+        "rows written after seeding did not arrive: {}",
+        count(s1_port)
+    );
     let refused = app_sql(s1_port, "INSERT INTO t VALUES (9999, 'on-replica')").unwrap_err();
-    assert!(refused.contains("read-only") || refused.contains("1290"), "{refused}");
-    assert_eq!(replication_users(&stack, &m1_id, m1_port).lines().count(), 1, "one replication user for s1 on m1");
+    assert!(
+        refused.contains("read-only") || refused.contains("1290"),
+        "{refused}"
+    );
+    assert_eq!(
+        replication_users(&stack, &m1_id).lines().count(),
+        1,
+        "one replication user for s1 on m1"
+    );
 
     // The conductor stored heartbeats: the replica reports itself read-only, a replica.
     let guest = sql(
@@ -101,11 +177,20 @@ fn replication_walkthrough() {
 
     // What the API refuses while s1 is a replica.
     let (ok, _, err) = stack.ftrove(&["create", "s2", "7", "--size", "2", "--replica-of", "s1"]);
-    assert!(!ok && err.contains("replica"), "a replica of a replica must be refused: {err}");
+    assert!(
+        !ok && err.contains("replica"),
+        "a replica of a replica must be refused: {err}"
+    );
     let (ok, _, err) = stack.ftrove(&["delete", "m1"]);
-    assert!(!ok && err.contains("Detach replicas"), "deleting a source with replicas must be refused: {err}");
+    assert!(
+        !ok && err.contains("Detach replicas"),
+        "deleting a source with replicas must be refused: {err}"
+    );
     let (ok, _, err) = stack.ftrove(&["detach-replica", "m1"]);
-    assert!(!ok && err.contains("not a replica"), "detaching a non-replica must be refused: {err}");
+    assert!(
+        !ok && err.contains("not a replica"),
+        "detaching a non-replica must be refused: {err}"
+    );
 
     // Detach: s1 becomes independent and writable.
     stack.ftrove_ok(&["detach-replica", "s1", "--wait"]);
@@ -113,13 +198,30 @@ fn replication_walkthrough() {
     assert_eq!(s1["status"], "ACTIVE", "{s1}");
     assert!(s1.get("replica_of").is_none(), "{s1}");
     let m1 = stack.ftrove_json(&["show", "m1"]);
-    assert!(m1.get("replicas").is_none_or(|r| r.as_array().is_some_and(|a| a.is_empty())), "{m1}");
-    app_sql(m1_port, "INSERT INTO t SELECT seq, 'after-detach' FROM seq_111_to_120").unwrap();
-    app_sql(s1_port, "INSERT INTO t VALUES (5000, 'written-on-s1')").expect("s1 accepts writes after detach");
+    assert!(
+        m1.get("replicas")
+            .is_none_or(|r| r.as_array().is_some_and(|a| a.is_empty())),
+        "{m1}"
+    );
+    app_sql(
+        m1_port,
+        "INSERT INTO t SELECT seq, 'after-detach' FROM seq_111_to_120",
+    )
+    .unwrap();
+    app_sql(s1_port, "INSERT INTO t VALUES (5000, 'written-on-s1')")
+        .expect("s1 accepts writes after detach");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(count(s1_port), 111, "rows written to m1 after detach must not arrive on s1");
+    assert_eq!(
+        count(s1_port),
+        111,
+        "rows written to m1 after detach must not arrive on s1"
+    );
     assert_eq!(count(m1_port), 120);
-    assert_eq!(replication_users(&stack, &m1_id, m1_port), "", "the replication user is gone from m1");
+    assert_eq!(
+        replication_users(&stack, &m1_id),
+        "",
+        "the replication user is gone from m1"
+    );
 
     // Delete stops the servers and removes the data.
     let (s1_dir, m1_dir) = (stack.instance_dir(&s1_id), stack.instance_dir(&m1_id));
@@ -128,9 +230,15 @@ fn replication_walkthrough() {
     stack.ftrove_ok(&["delete", "m1", "--wait"]);
     for (dir, port) in [(s1_dir, s1_port), (m1_dir, m1_port)] {
         assert!(!dir.exists(), "{} was not removed", dir.display());
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "a server still listens on {port}");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "a server still listens on {port}"
+        );
     }
     let listed = stack.ftrove_json(&["list"]);
     let remaining = listed.get("instances").unwrap_or(&listed);
-    assert!(remaining.as_array().is_some_and(|a| a.is_empty()), "{listed}");
+    assert!(
+        remaining.as_array().is_some_and(|a| a.is_empty()),
+        "{listed}"
+    );
 }

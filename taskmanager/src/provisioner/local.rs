@@ -63,7 +63,12 @@ struct AgentHeartbeat {
 }
 
 impl LocalProvisioner {
-    pub fn new(config: LocalConfig, agent_bus: BusConfig, bus: Bus, timeouts: Timeouts) -> Result<Self, ProvisionError> {
+    pub fn new(
+        config: LocalConfig,
+        agent_bus: BusConfig,
+        bus: Bus,
+        timeouts: Timeouts,
+    ) -> Result<Self, ProvisionError> {
         let agent_binary = match &config.agent_binary {
             Some(path) => path.clone(),
             None => default_agent_binary(),
@@ -72,7 +77,13 @@ impl LocalProvisioner {
             create_dir(&dir, 0o755)?;
         }
         create_dir(&config.state_dir.join("snapshots"), 0o700)?;
-        Ok(LocalProvisioner { config, agent_bus, agent_binary, bus, timeouts })
+        Ok(LocalProvisioner {
+            config,
+            agent_bus,
+            agent_binary,
+            bus,
+            timeouts,
+        })
     }
 
     fn instance_dir(&self, id: Uuid) -> PathBuf {
@@ -83,14 +94,18 @@ impl LocalProvisioner {
     fn agent_config(&self, id: Uuid, dir: &Path) -> Result<(PathBuf, u16), ProvisionError> {
         let path = dir.join("agent.toml");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let existing: AgentToml = toml::from_str(&text)
-                .map_err(|e| ProvisionError::Other(format!("{} is damaged: {e}", path.display())))?;
+            let existing: AgentToml = toml::from_str(&text).map_err(|e| {
+                ProvisionError::Other(format!("{} is damaged: {e}", path.display()))
+            })?;
             return Ok((path, existing.server.port));
         }
         let port = free_port(&self.config.host)?;
         let agent = AgentToml {
             instance_id: id,
-            bus: AgentBus { url: self.agent_bus.url.clone(), exchange: self.agent_bus.exchange.clone() },
+            bus: AgentBus {
+                url: self.agent_bus.url.clone(),
+                exchange: self.agent_bus.exchange.clone(),
+            },
             server: AgentServer {
                 base_dir: dir.to_owned(),
                 port,
@@ -98,10 +113,15 @@ impl LocalProvisioner {
                 mysqld_user: self.config.mysqld_user.clone(),
                 max_buffer_pool_mb: self.config.max_buffer_pool_mb,
             },
-            snapshots: AgentSnapshots { dir: self.config.state_dir.join("snapshots") },
-            heartbeat: AgentHeartbeat { interval_secs: self.config.heartbeat_interval_secs },
+            snapshots: AgentSnapshots {
+                dir: self.config.state_dir.join("snapshots"),
+            },
+            heartbeat: AgentHeartbeat {
+                interval_secs: self.config.heartbeat_interval_secs,
+            },
         };
-        let text = toml::to_string(&agent).map_err(|e| ProvisionError::Other(format!("cannot write the agent config: {e}")))?;
+        let text = toml::to_string(&agent)
+            .map_err(|e| ProvisionError::Other(format!("cannot write the agent config: {e}")))?;
         // Created 0600 from the first byte: it holds the broker credentials.
         let tmp = dir.join("agent.toml.tmp");
         let mut file = std::fs::OpenOptions::new()
@@ -111,14 +131,20 @@ impl LocalProvisioner {
             .mode(0o600)
             .open(&tmp)
             .map_err(io(&tmp))?;
-        file.write_all(text.as_bytes()).and_then(|_| file.sync_all()).map_err(io(&tmp))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         Ok((path, port))
     }
 
     fn spawn_agent(&self, dir: &Path, config: &Path) -> Result<u32, ProvisionError> {
         let log_path = dir.join("agent.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(&log_path))?;
         let log2 = log.try_clone().map_err(io(&log_path))?;
         let child = tokio::process::Command::new(&self.agent_binary)
             .arg("--config")
@@ -128,9 +154,15 @@ impl LocalProvisioner {
             .stderr(log2)
             .process_group(0)
             .spawn()
-            .map_err(|source| ProvisionError::Io { what: format!("cannot start {}", self.agent_binary.display()), source })?;
-        let pid = child.id().ok_or_else(|| ProvisionError::Other("the agent exited at once".into()))?;
-        std::fs::write(dir.join("agent.pid"), pid.to_string()).map_err(io(&dir.join("agent.pid")))?;
+            .map_err(|source| ProvisionError::Io {
+                what: format!("cannot start {}", self.agent_binary.display()),
+                source,
+            })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| ProvisionError::Other("the agent exited at once".into()))?;
+        std::fs::write(dir.join("agent.pid"), pid.to_string())
+            .map_err(io(&dir.join("agent.pid")))?;
         // Dropping the handle neither kills nor leaks it: tokio reaps it when it exits.
         drop(child);
         Ok(pid)
@@ -146,13 +178,19 @@ impl LocalProvisioner {
                     if !process_alive(pid) {
                         return Err(ProvisionError::AgentDidNotStart {
                             instance_id: id,
-                            detail: format!("it exited; last lines of its log:\n{}", tail(&dir.join("agent.log"), 10)),
+                            detail: format!(
+                                "it exited; last lines of its log:\n{}",
+                                tail(&dir.join("agent.log"), 10)
+                            ),
                         });
                     }
                     if Instant::now() >= deadline {
                         return Err(ProvisionError::AgentDidNotStart {
                             instance_id: id,
-                            detail: format!("no answer within {:?}: {error}", self.timeouts.agent_start()),
+                            detail: format!(
+                                "no answer within {:?}: {error}",
+                                self.timeouts.agent_start()
+                            ),
                         });
                     }
                 }
@@ -173,13 +211,19 @@ impl Provisioner for LocalProvisioner {
         };
         self.wait_for_agent(instance.id, &dir, pid).await?;
         tracing::info!(instance_id = %instance.id, port, pid, "agent running");
-        Ok(Endpoint { host: self.config.host.clone(), port })
+        Ok(Endpoint {
+            host: self.config.host.clone(),
+            port,
+        })
     }
 
     async fn destroy(&self, instance_id: Uuid) -> Result<(), ProvisionError> {
         let dir = self.instance_dir(instance_id);
         // Ask the agent to stop its server cleanly; whatever is left is killed below.
-        if let Err(error) = Guest::new(&self.bus, &self.timeouts, instance_id).shutdown().await {
+        if let Err(error) = Guest::new(&self.bus, &self.timeouts, instance_id)
+            .shutdown()
+            .await
+        {
             tracing::info!(%instance_id, %error, "agent did not take the shutdown command");
         }
         if dir.exists() {
@@ -213,14 +257,20 @@ fn create_dir(dir: &Path, mode: u32) -> Result<(), ProvisionError> {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProvisionError + '_ {
-    move |source| ProvisionError::Io { what: path.display().to_string(), source }
+    move |source| ProvisionError::Io {
+        what: path.display().to_string(),
+        source,
+    }
 }
 
 fn free_port(host: &str) -> Result<u16, ProvisionError> {
     std::net::TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|source| ProvisionError::Io { what: format!("cannot find a free port on {host}"), source })
+        .map_err(|source| ProvisionError::Io {
+            what: format!("cannot find a free port on {host}"),
+            source,
+        })
 }
 
 fn read_pid(path: &Path) -> Option<u32> {
@@ -238,7 +288,10 @@ fn pid_files(dir: &Path) -> Vec<PathBuf> {
     for d in dirs {
         if let Ok(entries) = std::fs::read_dir(&d) {
             found.extend(
-                entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pid")),
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "pid")),
             );
         }
     }
@@ -246,7 +299,9 @@ fn pid_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     // Signal 0 checks existence; a zombie (exited, not yet reaped) counts as gone.
     // SAFETY: kill with signal 0 sends nothing.
     let exists = unsafe { libc::kill(pid, 0) } == 0;
@@ -256,7 +311,10 @@ fn process_alive(pid: u32) -> bool {
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 

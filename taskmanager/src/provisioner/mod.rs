@@ -21,17 +21,24 @@ pub struct Endpoint {
 pub trait Provisioner: Send + Sync + 'static {
     /// Gives `instance` a host and starts its agent; returns once the agent answers.
     /// Idempotent: provisioning an instance again reuses what exists.
-    fn provision(&self, instance: &Instance) -> impl Future<Output = Result<Endpoint, ProvisionError>> + Send;
+    fn provision(
+        &self,
+        instance: &Instance,
+    ) -> impl Future<Output = Result<Endpoint, ProvisionError>> + Send;
 
     /// Stops the instance's agent and database server and removes its data and host.
     /// Idempotent: destroying what is gone succeeds.
-    fn destroy(&self, instance_id: Uuid) -> impl Future<Output = Result<(), ProvisionError>> + Send;
+    fn destroy(&self, instance_id: Uuid)
+    -> impl Future<Output = Result<(), ProvisionError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("the agent of instance {instance_id} did not start: {detail}")]
     AgentDidNotStart { instance_id: Uuid, detail: String },
     #[error("{0}")]

@@ -42,9 +42,15 @@ impl Stack {
             ("conductor", common.clone()),
             (
                 "taskmanager",
-                format!("{common}\n[local]\nstate_dir = \"{}\"\nheartbeat_interval_secs = 1\n", state.display()),
+                format!(
+                    "{common}\n[local]\nstate_dir = \"{}\"\nheartbeat_interval_secs = 1\n",
+                    state.display()
+                ),
             ),
-            ("api", format!("listen = \"127.0.0.1:{port}\"\nheartbeat_expiry_secs = 10\n\n{common}")),
+            (
+                "api",
+                format!("listen = \"127.0.0.1:{port}\"\nheartbeat_expiry_secs = 10\n\n{common}"),
+            ),
         ];
         let mut daemons = Vec::new();
         for (name, text) in configs {
@@ -62,7 +68,14 @@ impl Stack {
                 .expect("start daemon");
             daemons.push((name.to_owned(), child));
         }
-        let stack = Stack { api_url: format!("http://127.0.0.1:{port}/v1.0/test-tenant"), state, daemons, db, vhost, _tmp: tmp };
+        let stack = Stack {
+            api_url: format!("http://127.0.0.1:{port}/v1.0/test-tenant"),
+            state,
+            daemons,
+            db,
+            vhost,
+            _tmp: tmp,
+        };
         stack.wait_for_api();
         stack
     }
@@ -75,7 +88,11 @@ impl Stack {
         let deadline = Instant::now() + Duration::from_secs(60);
         let client = reqwest::blocking::Client::new();
         while Instant::now() < deadline {
-            if client.get(format!("{}/flavors", self.api_url)).send().is_ok_and(|r| r.status().is_success()) {
+            if client
+                .get(format!("{}/flavors", self.api_url))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -87,9 +104,13 @@ impl Stack {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for (name, _) in &self.daemons {
-            let text = std::fs::read_to_string(self.root().join(format!("{name}.log"))).unwrap_or_default();
+            let text = std::fs::read_to_string(self.root().join(format!("{name}.log")))
+                .unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            out += &format!("--- {name}.log\n{}\n", lines[lines.len().saturating_sub(40)..].join("\n"));
+            out += &format!(
+                "--- {name}.log\n{}\n",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
         }
         out
     }
@@ -112,7 +133,11 @@ impl Stack {
     /// Runs `ftrove` and insists that it succeeds.
     pub fn ftrove_ok(&self, args: &[&str]) -> String {
         let (ok, stdout, stderr) = self.ftrove(args);
-        assert!(ok, "ftrove {args:?} failed:\n{stdout}\n{stderr}\n{}", self.logs());
+        assert!(
+            ok,
+            "ftrove {args:?} failed:\n{stdout}\n{stderr}\n{}",
+            self.logs()
+        );
         stdout
     }
 
@@ -122,7 +147,8 @@ impl Stack {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let stdout = self.ftrove_ok(&all);
-        let value: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("ftrove {args:?} printed no JSON ({e}):\n{stdout}"));
+        let value: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("ftrove {args:?} printed no JSON ({e}):\n{stdout}"));
         match value.get("instance") {
             Some(inner) => inner.clone(),
             None => value,

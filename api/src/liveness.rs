@@ -1,0 +1,157 @@
+//! What users see of an instance's state: the stored task-level status, corrected by what
+//! the agent's heartbeats say.
+//!
+//! The stored status says what the control plane is doing; only the heartbeat says whether
+//! the server is alive. An ACTIVE instance whose agent has not reported within the expiry,
+//! or which reports its server down, is shown as SHUTDOWN (Trove's word), and actions that
+//! need a live server (replicating from it, detaching it) are refused for it.
+//!
+//! While an instance is being deleted, its status is shown as SHUTDOWN, as Trove shows it:
+//! tools written for Trove (Terraform's provider among them) wait through ACTIVE and
+//! SHUTDOWN for a deleted instance to disappear and fail on any other word.
+
+use ferrotrove_proto::status::InstanceStatus;
+use ferrotrove_store::GuestStatus;
+use std::time::Duration;
+
+/// An instance's state as the API reports and acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// The status actions are judged by: the stored one, except ACTIVE without a live
+    /// server becomes SHUTDOWN.
+    pub status: InstanceStatus,
+    /// Trove's `operating_status`: the database service's health.
+    pub operating_status: &'static str,
+    /// When the last heartbeat was older than the expiry (or there was none).
+    pub stale: bool,
+}
+
+impl Liveness {
+    pub fn of(stored: InstanceStatus, guest: Option<&GuestStatus>, expiry: Duration) -> Liveness {
+        let expiry_ms = u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX);
+        let fresh = guest.filter(|g| g.age_ms <= expiry_ms);
+        let server_up = fresh.is_some_and(|g| g.server_up);
+        let status = match stored {
+            InstanceStatus::Active if !server_up => InstanceStatus::Shutdown,
+            other => other,
+        };
+        let operating_status = match (fresh, stored) {
+            (Some(g), _) if g.server_up => "HEALTHY",
+            (Some(_), _) => "SHUTDOWN",
+            (None, InstanceStatus::Build) => "BUILD",
+            (None, InstanceStatus::Error) => "ERROR",
+            (None, _) => "SHUTDOWN",
+        };
+        Liveness {
+            status,
+            operating_status,
+            stale: fresh.is_none(),
+        }
+    }
+
+    /// The `status` word shown to users.
+    pub fn shown_status(&self) -> &'static str {
+        match self.status {
+            InstanceStatus::Deleting => InstanceStatus::Shutdown.as_str(),
+            other => other.as_str(),
+        }
+    }
+
+    /// Why an instance that should be ACTIVE is not, for error messages.
+    pub fn explain(&self, expiry: Duration) -> String {
+        match self.status {
+            InstanceStatus::Shutdown if self.stale => {
+                format!(
+                    "SHUTDOWN (its agent has not reported for over {} s)",
+                    expiry.as_secs()
+                )
+            }
+            InstanceStatus::Shutdown => {
+                "SHUTDOWN (its agent reports the database server down)".to_owned()
+            }
+            other => other.as_str().to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    fn guest(age_ms: u64, server_up: bool) -> GuestStatus {
+        GuestStatus {
+            instance_id: Uuid::nil(),
+            boot_id: Uuid::nil(),
+            seq: 1,
+            received_at: OffsetDateTime::UNIX_EPOCH,
+            age_ms,
+            server_up,
+            version: None,
+            read_only: None,
+            role: None,
+            source_host: None,
+            source_port: None,
+            io_running: None,
+            sql_running: None,
+            lag_seconds: None,
+            gtid_binlog_pos: None,
+            gtid_slave_pos: None,
+            gtid_current_pos: None,
+            server_error: None,
+            last_error: None,
+            cpu_percent: 0.0,
+            mem_used: 0,
+            mem_total: 0,
+            disk_used: 0,
+            disk_total: 0,
+        }
+    }
+
+    const EXPIRY: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn active_needs_a_fresh_heartbeat_from_a_running_server() {
+        let live = Liveness::of(InstanceStatus::Active, Some(&guest(1_000, true)), EXPIRY);
+        assert_eq!(
+            (live.shown_status(), live.operating_status),
+            ("ACTIVE", "HEALTHY")
+        );
+        let stale = Liveness::of(InstanceStatus::Active, Some(&guest(31_000, true)), EXPIRY);
+        assert_eq!(
+            (stale.shown_status(), stale.operating_status),
+            ("SHUTDOWN", "SHUTDOWN")
+        );
+        assert!(stale.explain(EXPIRY).contains("30 s"));
+        let down = Liveness::of(InstanceStatus::Active, Some(&guest(1_000, false)), EXPIRY);
+        assert_eq!(
+            (down.shown_status(), down.operating_status),
+            ("SHUTDOWN", "SHUTDOWN")
+        );
+        assert!(down.explain(EXPIRY).contains("down"));
+        let never = Liveness::of(InstanceStatus::Active, None, EXPIRY);
+        assert_eq!(never.status, InstanceStatus::Shutdown);
+    }
+
+    #[test]
+    fn task_statuses_show_as_stored() {
+        let build = Liveness::of(InstanceStatus::Build, None, EXPIRY);
+        assert_eq!(
+            (build.shown_status(), build.operating_status),
+            ("BUILD", "BUILD")
+        );
+        let error = Liveness::of(InstanceStatus::Error, None, EXPIRY);
+        assert_eq!(
+            (error.shown_status(), error.operating_status),
+            ("ERROR", "ERROR")
+        );
+        let detach = Liveness::of(InstanceStatus::Detach, Some(&guest(0, true)), EXPIRY);
+        assert_eq!(
+            (detach.shown_status(), detach.operating_status),
+            ("DETACH", "HEALTHY")
+        );
+        let deleting = Liveness::of(InstanceStatus::Deleting, Some(&guest(0, true)), EXPIRY);
+        assert_eq!(deleting.shown_status(), "SHUTDOWN");
+    }
+}

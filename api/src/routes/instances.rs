@@ -1,0 +1,362 @@
+//! `GET /instances[/detail]`, `GET`, `PUT` and `DELETE /instances/{id}`: reading instances,
+//! detaching a replica from its source, and deleting. `POST /instances/{id}/action` names
+//! the actions Trove has and this service does not run yet.
+//!
+//! Changes are recorded as a guarded status transition in the control DB (so concurrent
+//! requests cannot both pass a check) and then cast to the taskmanager. When the cast
+//! fails, the transition is undone and the client gets a 503: nothing is left waiting for
+//! a task that was never sent.
+
+use crate::auth::Tenant;
+use crate::extract::{BaseUrl, Body, Params, QueryMap};
+use crate::fault::Fault;
+use crate::liveness::Liveness;
+use crate::state::AppState;
+use crate::trace::record_instance;
+use crate::validate;
+use crate::views::{InstanceRenderer, InstanceView, Linker};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use ferrotrove_proto::queues;
+use ferrotrove_proto::status::InstanceStatus;
+use ferrotrove_proto::taskmanager::TaskRequest;
+use ferrotrove_store::{DeleteStart, Instance, StoreError, Transition};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Statuses an instance may be deleted from. Others are tasks in progress, which would
+/// race the delete; ERROR and SHUTDOWN are exactly the instances users need rid of.
+const DELETABLE: &[InstanceStatus] = &[
+    InstanceStatus::Active,
+    InstanceStatus::Error,
+    InstanceStatus::Shutdown,
+];
+
+#[derive(Deserialize)]
+pub struct InstancePath {
+    id: String,
+}
+
+/// The tenant's live instance named by id or name; 404 when there is none.
+pub async fn load_instance(
+    state: &AppState,
+    tenant: &str,
+    id_or_name: &str,
+) -> Result<Instance, Fault> {
+    match state.store.get_tenant_instance(tenant, id_or_name).await {
+        Ok(instance) => {
+            record_instance(instance.id);
+            Ok(instance)
+        }
+        Err(StoreError::NotFound(_)) => Err(Fault::not_found(format!(
+            "Instance {id_or_name} could not be found."
+        ))),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Renders instances with their heartbeats and replicas, fetched for all of them at once.
+pub async fn render(
+    state: &AppState,
+    linker: &Linker,
+    instances: &[Instance],
+) -> Result<Vec<InstanceView>, Fault> {
+    let ids: Vec<_> = instances.iter().map(|i| i.id).collect();
+    let guests = state.store.guest_statuses(&ids).await?;
+    let replicas = state.store.replicas_of_many(&ids).await?;
+    let datastores = state.store.list_datastores().await?;
+    let renderer = InstanceRenderer {
+        linker,
+        region: &state.region,
+        heartbeat_expiry: state.heartbeat_expiry,
+        datastores: &datastores,
+    };
+    Ok(instances
+        .iter()
+        .map(|i| {
+            renderer.render(
+                i,
+                guests.get(&i.id),
+                replicas.get(&i.id).map_or(&[], Vec::as_slice),
+            )
+        })
+        .collect())
+}
+
+/// The instance's status as actions judge it (ACTIVE needs a live server).
+pub async fn liveness(state: &AppState, instance: &Instance) -> Result<Liveness, Fault> {
+    let guest = state.store.guest_status(instance.id).await?;
+    Ok(Liveness::of(
+        instance.status,
+        guest.as_ref(),
+        state.heartbeat_expiry,
+    ))
+}
+
+/// `GET /instances` and `/instances/detail`: `limit` and `marker` page the list (a `next`
+/// link is added when more remain); `include_clustered` is accepted and ignored (there
+/// are no clusters).
+pub async fn list(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    BaseUrl(base): BaseUrl,
+    QueryMap(query): QueryMap,
+) -> Result<Json<Value>, Fault> {
+    let limit = query
+        .get("limit")
+        .map(|l| {
+            l.parse::<u32>()
+                .ok()
+                .filter(|l| *l > 0)
+                .ok_or_else(|| Fault::bad_request("limit must be a positive whole number."))
+        })
+        .transpose()?;
+    let marker = query
+        .get("marker")
+        .map(|m| {
+            uuid::Uuid::parse_str(m)
+                .map_err(|_| Fault::bad_request(format!("marker {m:?} is not an instance id.")))
+        })
+        .transpose()?;
+    let mut instances = match state
+        .store
+        .list_instances(&tenant, limit.map(|l| l.saturating_add(1)), marker)
+        .await
+    {
+        Ok(instances) => instances,
+        Err(StoreError::NotFound(message)) => return Err(Fault::bad_request(message)),
+        Err(other) => return Err(other.into()),
+    };
+    let linker = Linker { base, tenant };
+    let mut body = serde_json::Map::new();
+    if let Some(limit) = limit.map(|l| l as usize).filter(|l| instances.len() > *l) {
+        instances.truncate(limit);
+        if let Some(last) = instances.last() {
+            let href = format!(
+                "{}?limit={limit}&marker={}",
+                linker.collection("instances"),
+                last.id
+            );
+            body.insert("links".into(), json!([{ "rel": "next", "href": href }]));
+        }
+    }
+    body.insert(
+        "instances".into(),
+        json!(render(&state, &linker, &instances).await?),
+    );
+    Ok(Json(Value::Object(body)))
+}
+
+/// `GET /instances/{id or name}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    BaseUrl(base): BaseUrl,
+    Params(path): Params<InstancePath>,
+) -> Result<Json<Value>, Fault> {
+    let instance = load_instance(&state, &tenant, &path.id).await?;
+    let linker = Linker { base, tenant };
+    let view = render(&state, &linker, std::slice::from_ref(&instance))
+        .await?
+        .pop();
+    Ok(Json(json!({ "instance": view })))
+}
+
+/// `PUT /instances/{id}`: `{"instance": {"replica_of": null}}` (or `slave_of`) detaches a
+/// replica from its source; `name` renames. Anything else is refused rather than ignored,
+/// so nobody believes a change was made that was not.
+pub async fn update(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Params(path): Params<InstancePath>,
+    Body(body): Body<Value>,
+) -> Result<StatusCode, Fault> {
+    let fields = body
+        .get("instance")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Fault::bad_request("The request body must be {\"instance\": {...}}."))?;
+    let mut detach = false;
+    let mut rename = None;
+    for (key, value) in fields {
+        match key.as_str() {
+            "replica_of" | "slave_of" if value.is_null() => detach = true,
+            "replica_of" | "slave_of" => {
+                return Err(Fault::bad_request(format!(
+                    "Only detaching is supported: set {key} to null. To replicate from a source, create a replica of it."
+                )));
+            }
+            "name" => {
+                let name = value
+                    .as_str()
+                    .ok_or_else(|| Fault::bad_request("name must be a string."))?;
+                validate::instance_name(name)?;
+                rename = Some(name);
+            }
+            other => {
+                return Err(Fault::bad_request(format!(
+                    "Updating {other} is not supported; only name, and replica_of set to null (detach), are."
+                )));
+            }
+        }
+    }
+    if !detach && rename.is_none() {
+        return Err(Fault::bad_request(
+            "Nothing to update: give name, or replica_of: null to detach.",
+        ));
+    }
+    let instance = load_instance(&state, &tenant, &path.id).await?;
+    if detach {
+        if !instance.is_replica() {
+            return Err(Fault::bad_request(format!(
+                "Instance {} is not a replica.",
+                instance.id
+            )));
+        }
+        ensure_ready_to_detach(&state, &instance).await?;
+    }
+    // Detach first: when it is refused, the request changes nothing.
+    if detach {
+        match state
+            .store
+            .change_status(
+                instance.id,
+                &[InstanceStatus::Active],
+                InstanceStatus::Detach,
+            )
+            .await?
+        {
+            Transition::Done(_) => {}
+            Transition::Refused(now) => return Err(not_ready_to_detach(&now, now.status.as_str())),
+        }
+        if let Err(e) = state
+            .bus
+            .cast(
+                queues::TASKMANAGER,
+                &TaskRequest::DetachReplica {
+                    instance_id: instance.id,
+                },
+            )
+            .await
+        {
+            // Nothing was done yet: it is still an ACTIVE replica.
+            if let Err(undo) = state
+                .store
+                .set_status(instance.id, InstanceStatus::Active, None)
+                .await
+            {
+                tracing::error!(error = %undo, "could not undo DETACH after a failed cast");
+            }
+            return Err(e.into());
+        }
+    }
+    if let Some(name) = rename {
+        state.store.rename_instance(instance.id, name).await?;
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn ensure_ready_to_detach(state: &AppState, instance: &Instance) -> Result<(), Fault> {
+    let live = liveness(state, instance).await?;
+    if live.status == InstanceStatus::Active {
+        Ok(())
+    } else {
+        Err(not_ready_to_detach(
+            instance,
+            &live.explain(state.heartbeat_expiry),
+        ))
+    }
+}
+
+fn not_ready_to_detach(instance: &Instance, status: &str) -> Fault {
+    Fault::unprocessable(format!(
+        "Instance {} cannot be detached now: its status is {status}. Wait until it is ACTIVE.",
+        instance.id
+    ))
+}
+
+/// `DELETE /instances/{id}`: a source with live replicas is refused (403, as Trove);
+/// deleting an instance already being deleted is accepted again.
+pub async fn delete(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Params(path): Params<InstancePath>,
+) -> Result<StatusCode, Fault> {
+    let instance = load_instance(&state, &tenant, &path.id).await?;
+    match state.store.start_delete(instance.id, DELETABLE).await? {
+        DeleteStart::Started(_) => {}
+        DeleteStart::AlreadyDeleting(_) => return Ok(StatusCode::ACCEPTED),
+        DeleteStart::HasReplicas(..) => {
+            return Err(Fault::forbidden(
+                "Detach replicas before deleting replica source.",
+            ));
+        }
+        DeleteStart::Refused(now) => {
+            return Err(Fault::unprocessable(format!(
+                "Instance {} cannot be deleted while its status is {}; wait until it is ACTIVE or ERROR.",
+                now.id, now.status
+            )));
+        }
+    }
+    if let Err(e) = state
+        .bus
+        .cast(
+            queues::TASKMANAGER,
+            &TaskRequest::DeleteInstance {
+                instance_id: instance.id,
+            },
+        )
+        .await
+    {
+        // Nothing was done yet: put back the status (and fault) it had.
+        if let Err(undo) = state
+            .store
+            .set_status(instance.id, instance.status, instance.fault.as_deref())
+            .await
+        {
+            tracing::error!(error = %undo, "could not undo DELETING after a failed cast");
+        }
+        return Err(e.into());
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Trove's instance actions; none is implemented yet (the taskmanager has no task for them).
+const ACTIONS: &[&str] = &[
+    "promote_to_replica_source",
+    "eject_replica_source",
+    "restart",
+    "resize",
+    "reset_status",
+];
+
+/// `POST /instances/{id}/action`: says plainly which actions are not supported yet, rather
+/// than a 404 that reads as "no such instance".
+pub async fn action(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Params(path): Params<InstancePath>,
+    Body(body): Body<Value>,
+) -> Result<StatusCode, Fault> {
+    let action = body
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.keys().next().cloned())
+        .ok_or_else(|| {
+            Fault::bad_request("The request body must name one action, as {\"<action>\": {...}}.")
+        })?;
+    if !ACTIONS.contains(&action.as_str()) {
+        return Err(Fault::bad_request(format!(
+            "Unknown action {action:?}; Trove's are {}.",
+            ACTIONS.join(", ")
+        )));
+    }
+    let instance = load_instance(&state, &tenant, &path.id).await?;
+    Err(Fault::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!(
+            "Action {action} is not supported yet; instance {} is unchanged.",
+            instance.id
+        ),
+    ))
+}

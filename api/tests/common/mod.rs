@@ -1,0 +1,396 @@
+//! A private world for each test: the API running in-process on 127.0.0.1:0, its own
+//! control database (`ft_test_<random>`) and its own RabbitMQ vhost (`ft-test-<random>`),
+//! with the `taskmanager` queue consumed by the test so it can see every cast.
+//!
+//! The guards drop the database and the vhost when the test ends, also when it fails:
+//! `Drop` runs during unwinding, and does its work on a thread of its own because the
+//! test's runtime may be the one unwinding.
+
+#![allow(dead_code)]
+
+use ferrotrove_api::ApiConfig;
+use ferrotrove_bus::BusConfig;
+use ferrotrove_proto::Envelope;
+use ferrotrove_proto::agent::ServerStatus;
+use ferrotrove_proto::conductor::{Heartbeat, HostStats};
+use ferrotrove_proto::envelope::decode;
+use ferrotrove_proto::status::InstanceStatus;
+use ferrotrove_proto::taskmanager::TaskRequest;
+use ferrotrove_store::{Store, StoreConfig};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
+use mysql_async::prelude::Queryable;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306";
+pub const EXCHANGE: &str = "ferrotrove";
+pub const TENANT: &str = "demo-project";
+
+/// Drops the test database at the end, killing connections still on it first (the API's
+/// pool may hold one inside a transaction, whose locks `DROP DATABASE` would wait for).
+pub struct DbGuard(pub String);
+
+impl Drop for DbGuard {
+    fn drop(&mut self) {
+        let database = self.0.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(MYSQL_URL)?).await?;
+                let others: Vec<u64> = conn
+                    .exec(
+                        "SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+                        (database.as_str(),),
+                    )
+                    .await?;
+                for id in others {
+                    let _ = conn.query_drop(format!("KILL {id}")).await;
+                }
+                conn.query_drop(format!("DROP DATABASE IF EXISTS `{database}`")).await?;
+                conn.disconnect().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.0);
+        }
+    }
+}
+
+/// A RabbitMQ vhost for one test, deleted at the end.
+pub struct VhostGuard(pub String);
+
+impl VhostGuard {
+    pub fn create() -> VhostGuard {
+        let name = format!("ft-test-{}", Uuid::new_v4().simple());
+        rabbitmqctl(&["add_vhost", &name]);
+        let guard = VhostGuard(name);
+        rabbitmqctl(&["set_permissions", "-p", &guard.0, "guest", ".*", ".*", ".*"]);
+        guard
+    }
+
+    /// The AMQP URL of this vhost (its name needs no percent-encoding).
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.0)
+    }
+}
+
+impl Drop for VhostGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.0])
+            .output();
+    }
+}
+
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `taskmanager` queue, consumed by the test.
+pub struct TaskQueue {
+    consumer: Consumer,
+    _connection: Connection,
+}
+
+impl TaskQueue {
+    async fn open(url: &str) -> TaskQueue {
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                EXCHANGE.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let queue = ferrotrove_proto::queues::TASKMANAGER;
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.into(),
+                EXCHANGE.into(),
+                queue.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                "test".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        TaskQueue {
+            consumer,
+            _connection: connection,
+        }
+    }
+
+    /// The next cast, decoded from its envelope.
+    pub async fn next(&mut self) -> TaskRequest {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), self.consumer.next())
+            .await
+            .expect("a cast to the taskmanager within 10 s")
+            .expect("consumer open")
+            .expect("delivery");
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+        let envelope = Envelope::from_bytes(&delivery.data).expect("an envelope");
+        assert_eq!(envelope.sender, ferrotrove_api::BUS_SENDER);
+        let task: TaskRequest = decode(&envelope.payload).expect("a TaskRequest");
+        assert_eq!(envelope.method, ferrotrove_proto::Method::name(&task));
+        task
+    }
+
+    /// Asserts that nothing more was cast (within a short wait).
+    pub async fn assert_empty(&mut self) {
+        if let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(300), self.consumer.next()).await
+        {
+            let envelope = Envelope::from_bytes(&delivery.data).unwrap();
+            panic!("unexpected cast: {}", envelope.method);
+        }
+    }
+}
+
+/// The API under test and what it talks to.
+pub struct TestApi {
+    /// `http://127.0.0.1:<port>`.
+    pub root: String,
+    pub http: reqwest::Client,
+    /// The same control DB, for setting up states the test needs.
+    pub store: Store,
+    pub tasks: TaskQueue,
+    pub vhost: String,
+    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), ferrotrove_api::RunError>>>,
+    // Dropped last, in this order: the API is stopped first.
+    _vhost: VhostGuard,
+    _db: DbGuard,
+}
+
+impl TestApi {
+    pub async fn start() -> TestApi {
+        let db = DbGuard(format!("ft_test_{}", Uuid::new_v4().simple()));
+        let vhost = VhostGuard::create();
+        let store_config = StoreConfig {
+            url: MYSQL_URL.to_owned(),
+            database: db.0.clone(),
+            pool_max: 4,
+        };
+        let store = Store::connect(&store_config)
+            .await
+            .expect("connect to the test MariaDB");
+        let tasks = TaskQueue::open(&vhost.url()).await;
+        let config = ApiConfig {
+            store: store_config,
+            bus: BusConfig {
+                url: vhost.url(),
+                exchange: EXCHANGE.to_owned(),
+                ..BusConfig::default()
+            },
+            heartbeat_expiry_secs: 30,
+            ..ApiConfig::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let root = format!("http://{}", listener.local_addr().unwrap());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(ferrotrove_api::run(config, listener, async move {
+            let _ = stop_rx.await;
+        }));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let api = TestApi {
+            root,
+            http,
+            store,
+            tasks,
+            vhost: vhost.0.clone(),
+            stop_tx: Some(stop_tx),
+            server: Some(server),
+            _vhost: vhost,
+            _db: db,
+        };
+        // Requests queue on the bound listener until the API has connected and serves.
+        let (status, _) = api.get("/flavors").await;
+        assert_eq!(status, StatusCode::OK, "the API serves");
+        api
+    }
+
+    /// Stops the API and waits for it; it must stop cleanly.
+    pub async fn stop(mut self) {
+        if let Some(stop_tx) = self.stop_tx.take() {
+            let _ = stop_tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let result = tokio::time::timeout(Duration::from_secs(10), server).await;
+            assert!(
+                matches!(result, Ok(Ok(Ok(())))),
+                "the API stops cleanly: {result:?}"
+            );
+        }
+    }
+
+    /// `http://.../v1.0/<tenant><path>`.
+    pub fn url(&self, tenant: &str, path: &str) -> String {
+        format!("{}/v1.0/{tenant}{path}", self.root)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request
+            .header("X-Auth-Token", "notused")
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let json_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let text = response.text().await.unwrap();
+        if !status.is_success() {
+            assert!(json_type, "a {status} must be JSON: {text}");
+        }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(self.url(TENANT, path))).await
+    }
+
+    pub async fn get_as(&self, tenant: &str, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(self.url(tenant, path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.post(self.url(TENANT, path)).json(&body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.put(self.url(TENANT, path)).json(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.delete(self.url(TENANT, path))).await
+    }
+
+    /// Creates a standalone instance and takes its cast off the queue.
+    pub async fn create_instance(&mut self, name: &str) -> Uuid {
+        let (status, body) = self
+            .post("/instances", serde_json::json!({"instance": {"name": name, "flavorRef": 7, "volume": {"size": 2}}}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let id = instance_id(&body);
+        assert!(
+            matches!(self.tasks.next().await, TaskRequest::CreateInstance { instance_id, .. } if instance_id == id)
+        );
+        id
+    }
+
+    /// Inserts an instance straight into the control DB (no request, no cast).
+    pub async fn insert_instance(&self, name: &str) -> Uuid {
+        let new = ferrotrove_store::NewInstance {
+            id: Uuid::new_v4(),
+            tenant_id: TENANT.to_owned(),
+            name: name.to_owned(),
+            flavor_id: "7".to_owned(),
+            volume_size: 1,
+            datastore: "mariadb".to_owned(),
+            datastore_version: "10.11".to_owned(),
+            status: InstanceStatus::Build,
+            replica_of: None,
+        };
+        self.store.insert_instance(&new).await.unwrap().id
+    }
+
+    /// Makes an instance ACTIVE with a fresh heartbeat from a running server, as the
+    /// taskmanager and conductor would.
+    pub async fn make_active(&self, id: Uuid) {
+        self.store
+            .set_status(id, InstanceStatus::Active, None)
+            .await
+            .unwrap();
+        let heartbeat = Heartbeat {
+            instance_id: id,
+            boot_id: Uuid::now_v7(),
+            seq: 1,
+            server: ServerStatus {
+                up: true,
+                ..Default::default()
+            },
+            host: HostStats::default(),
+        };
+        assert!(self.store.record_heartbeat(&heartbeat).await.unwrap());
+    }
+}
+
+/// The `instance.id` of a response.
+pub fn instance_id(body: &Value) -> Uuid {
+    body["instance"]["id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .unwrap_or_else(|| panic!("no instance id in {body}"))
+}
+
+/// Asserts a Trove fault: the status, the fault's name, its code, and a message.
+pub fn assert_fault(response: &(StatusCode, Value), status: u16, name: &str) -> String {
+    let (got, body) = response;
+    assert_eq!(got.as_u16(), status, "{body}");
+    let fault = &body[name];
+    assert_eq!(fault["code"], status, "fault {name} in {body}");
+    let message = fault["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a message in {body}"));
+    assert!(!message.is_empty());
+    message.to_owned()
+}

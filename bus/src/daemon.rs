@@ -1,0 +1,45 @@
+//! What every daemon speaking the bus does at start: logging that never prints message
+//! bodies, and the signal that stops it.
+
+use tracing_subscriber::EnvFilter;
+
+/// Directives always added to the log filter. lapin logs every message the broker returns
+/// (a call to a guest that is not listening yet) at WARN with its whole body, which can
+/// carry passwords; the bus reports those as `NotListening` errors instead.
+const ALWAYS: &[&str] = &["lapin::returned_messages=off"];
+
+/// Logs to stderr at `RUST_LOG` (default `info`), with lapin's message dumps off.
+pub fn init_logging() {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for directive in ALWAYS {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what systemd sends).
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => {
+            if let Err(error) = result {
+                tracing::error!(%error, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
