@@ -6,6 +6,11 @@
 //! or which reports its server down, is shown as SHUTDOWN (Trove's word), and actions that
 //! need a live server (replicating from it, detaching it) are refused for it.
 //!
+//! A heartbeat received before the stored status last changed describes the server as it
+//! was during the previous step (a replica restoring its snapshot is briefly down): it shows
+//! the agent alive, but not the state after the change. Until the first heartbeat after the
+//! change arrives, the stored status stands.
+//!
 //! While an instance is being deleted, its status is shown as SHUTDOWN, as Trove shows it:
 //! tools written for Trove (Terraform's provider among them) wait through ACTIVE and
 //! SHUTDOWN for a deleted instance to disappear and fail on any other word.
@@ -13,6 +18,7 @@
 use ferrotrove_proto::status::InstanceStatus;
 use ferrotrove_store::GuestStatus;
 use std::time::Duration;
+use time::OffsetDateTime;
 
 /// An instance's state as the API reports and acts on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,16 +33,22 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    pub fn of(stored: InstanceStatus, guest: Option<&GuestStatus>, expiry: Duration) -> Liveness {
+    /// `changed_at` is when the stored status last changed (the instance's `updated`).
+    pub fn of(
+        stored: InstanceStatus,
+        changed_at: OffsetDateTime,
+        guest: Option<&GuestStatus>,
+        expiry: Duration,
+    ) -> Liveness {
         let expiry_ms = u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX);
         let fresh = guest.filter(|g| g.age_ms <= expiry_ms);
-        let server_up = fresh.is_some_and(|g| g.server_up);
+        let server_up = fresh.is_some_and(|g| g.server_up || g.received_at < changed_at);
         let status = match stored {
             InstanceStatus::Active if !server_up => InstanceStatus::Shutdown,
             other => other,
         };
         let operating_status = match (fresh, stored) {
-            (Some(g), _) if g.server_up => "HEALTHY",
+            (Some(_), _) if server_up => "HEALTHY",
             (Some(_), _) => "SHUTDOWN",
             (None, InstanceStatus::Build) => "BUILD",
             (None, InstanceStatus::Error) => "ERROR",
@@ -113,45 +125,114 @@ mod tests {
 
     #[test]
     fn active_needs_a_fresh_heartbeat_from_a_running_server() {
-        let live = Liveness::of(InstanceStatus::Active, Some(&guest(1_000, true)), EXPIRY);
+        let live = Liveness::of(
+            InstanceStatus::Active,
+            OffsetDateTime::UNIX_EPOCH,
+            Some(&guest(1_000, true)),
+            EXPIRY,
+        );
         assert_eq!(
             (live.shown_status(), live.operating_status),
             ("ACTIVE", "HEALTHY")
         );
-        let stale = Liveness::of(InstanceStatus::Active, Some(&guest(31_000, true)), EXPIRY);
+        let stale = Liveness::of(
+            InstanceStatus::Active,
+            OffsetDateTime::UNIX_EPOCH,
+            Some(&guest(31_000, true)),
+            EXPIRY,
+        );
         assert_eq!(
             (stale.shown_status(), stale.operating_status),
             ("SHUTDOWN", "SHUTDOWN")
         );
         assert!(stale.explain(EXPIRY).contains("30 s"));
-        let down = Liveness::of(InstanceStatus::Active, Some(&guest(1_000, false)), EXPIRY);
+        let down = Liveness::of(
+            InstanceStatus::Active,
+            OffsetDateTime::UNIX_EPOCH,
+            Some(&guest(1_000, false)),
+            EXPIRY,
+        );
         assert_eq!(
             (down.shown_status(), down.operating_status),
             ("SHUTDOWN", "SHUTDOWN")
         );
         assert!(down.explain(EXPIRY).contains("down"));
-        let never = Liveness::of(InstanceStatus::Active, None, EXPIRY);
+        let never = Liveness::of(
+            InstanceStatus::Active,
+            OffsetDateTime::UNIX_EPOCH,
+            None,
+            EXPIRY,
+        );
         assert_eq!(never.status, InstanceStatus::Shutdown);
     }
 
     #[test]
+    fn a_heartbeat_from_before_the_last_change_does_not_count_against_it() {
+        let changed_at = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(10);
+        // Reported down while restoring, then the task made it ACTIVE: still ACTIVE.
+        let before = Liveness::of(
+            InstanceStatus::Active,
+            changed_at,
+            Some(&guest(1_000, false)),
+            EXPIRY,
+        );
+        assert_eq!(
+            (before.shown_status(), before.operating_status),
+            ("ACTIVE", "HEALTHY")
+        );
+        // A down report after the change counts.
+        let mut after = guest(1_000, false);
+        after.received_at = changed_at + time::Duration::seconds(1);
+        let after = Liveness::of(InstanceStatus::Active, changed_at, Some(&after), EXPIRY);
+        assert_eq!(after.shown_status(), "SHUTDOWN");
+        // Silence is never excused.
+        let stale = Liveness::of(
+            InstanceStatus::Active,
+            changed_at,
+            Some(&guest(31_000, false)),
+            EXPIRY,
+        );
+        assert_eq!(stale.shown_status(), "SHUTDOWN");
+    }
+
+    #[test]
     fn task_statuses_show_as_stored() {
-        let build = Liveness::of(InstanceStatus::Build, None, EXPIRY);
+        let build = Liveness::of(
+            InstanceStatus::Build,
+            OffsetDateTime::UNIX_EPOCH,
+            None,
+            EXPIRY,
+        );
         assert_eq!(
             (build.shown_status(), build.operating_status),
             ("BUILD", "BUILD")
         );
-        let error = Liveness::of(InstanceStatus::Error, None, EXPIRY);
+        let error = Liveness::of(
+            InstanceStatus::Error,
+            OffsetDateTime::UNIX_EPOCH,
+            None,
+            EXPIRY,
+        );
         assert_eq!(
             (error.shown_status(), error.operating_status),
             ("ERROR", "ERROR")
         );
-        let detach = Liveness::of(InstanceStatus::Detach, Some(&guest(0, true)), EXPIRY);
+        let detach = Liveness::of(
+            InstanceStatus::Detach,
+            OffsetDateTime::UNIX_EPOCH,
+            Some(&guest(0, true)),
+            EXPIRY,
+        );
         assert_eq!(
             (detach.shown_status(), detach.operating_status),
             ("DETACH", "HEALTHY")
         );
-        let deleting = Liveness::of(InstanceStatus::Deleting, Some(&guest(0, true)), EXPIRY);
+        let deleting = Liveness::of(
+            InstanceStatus::Deleting,
+            OffsetDateTime::UNIX_EPOCH,
+            Some(&guest(0, true)),
+            EXPIRY,
+        );
         assert_eq!(deleting.shown_status(), "SHUTDOWN");
     }
 }

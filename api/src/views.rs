@@ -160,7 +160,12 @@ impl InstanceRenderer<'_> {
         guest: Option<&GuestStatus>,
         replicas: &[Uuid],
     ) -> InstanceView {
-        let liveness = Liveness::of(instance.status, guest, self.heartbeat_expiry);
+        let liveness = Liveness::of(
+            instance.status,
+            instance.updated,
+            guest,
+            self.heartbeat_expiry,
+        );
         let version_number = self
             .datastores
             .iter()

@@ -780,7 +780,7 @@ async fn a_failed_cast_leaves_no_build_behind() {
     api.make_active(source).await;
 
     // The broker refuses everything sent to the taskmanager queue.
-    common::rabbitmqctl(&[
+    ferrotrove_tests::rabbitmqctl(&[
         "set_policy",
         "-p",
         &api.vhost,
@@ -789,7 +789,8 @@ async fn a_failed_cast_leaves_no_build_behind() {
         "refuse",
         "^taskmanager$",
         r#"{"max-length":0,"overflow":"reject-publish"}"#,
-    ]);
+    ])
+    .expect("set_policy");
     // Policies apply asynchronously; wait until a cast is refused.
     let mut refused = None;
     for attempt in 0..50 {
@@ -851,7 +852,8 @@ async fn a_failed_cast_leaves_no_build_behind() {
     assert_eq!(body["instance"]["status"], "ACTIVE");
 
     // Once the broker takes messages again, so does the API.
-    common::rabbitmqctl(&["clear_policy", "-p", &api.vhost, "refuse"]);
+    ferrotrove_tests::rabbitmqctl(&["clear_policy", "-p", &api.vhost, "refuse"])
+        .expect("clear_policy");
     let mut accepted = false;
     for attempt in 0..50 {
         let (status, _) = api

@@ -21,6 +21,11 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0 must work on a test machine")
 }
 
+/// Runs `rabbitmqctl -q <args>` (policies, users, vhosts); returns stdout or stderr.
+pub fn rabbitmqctl(args: &[&str]) -> Result<String, String> {
+    run(Command::new("rabbitmqctl").arg("-q").args(args))
+}
+
 fn run(cmd: &mut Command) -> Result<String, String> {
     let out = cmd
         .output()
@@ -66,7 +71,7 @@ impl RabbitVhost {
 
 impl Drop for RabbitVhost {
     fn drop(&mut self) {
-        if let Err(e) = run(Command::new("rabbitmqctl").args(["-q", "delete_vhost", &self.name])) {
+        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
             eprintln!("cleanup: {e}");
         }
     }

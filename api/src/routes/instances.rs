@@ -89,6 +89,7 @@ pub async fn liveness(state: &AppState, instance: &Instance) -> Result<Liveness,
     let guest = state.store.guest_status(instance.id).await?;
     Ok(Liveness::of(
         instance.status,
+        instance.updated,
         guest.as_ref(),
         state.heartbeat_expiry,
     ))

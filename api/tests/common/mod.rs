@@ -2,9 +2,8 @@
 //! control database (`ft_test_<random>`) and its own RabbitMQ vhost (`ft-test-<random>`),
 //! with the `taskmanager` queue consumed by the test so it can see every cast.
 //!
-//! The guards drop the database and the vhost when the test ends, also when it fails:
-//! `Drop` runs during unwinding, and does its work on a thread of its own because the
-//! test's runtime may be the one unwinding.
+//! The harness's guards drop the database and the vhost when the test ends, also when it
+//! fails.
 
 #![allow(dead_code)]
 
@@ -17,6 +16,7 @@ use ferrotrove_proto::envelope::decode;
 use ferrotrove_proto::status::InstanceStatus;
 use ferrotrove_proto::taskmanager::TaskRequest;
 use ferrotrove_store::{Store, StoreConfig};
+use ferrotrove_tests::{ControlDb, RabbitVhost};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -24,86 +24,13 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
-use mysql_async::prelude::Queryable;
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::process::Command;
 use std::time::Duration;
 use uuid::Uuid;
 
-pub const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306";
 pub const EXCHANGE: &str = "ferrotrove";
 pub const TENANT: &str = "demo-project";
-
-/// Drops the test database at the end, killing connections still on it first (the API's
-/// pool may hold one inside a transaction, whose locks `DROP DATABASE` would wait for).
-pub struct DbGuard(pub String);
-
-impl Drop for DbGuard {
-    fn drop(&mut self) {
-        let database = self.0.clone();
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async {
-                let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(MYSQL_URL)?).await?;
-                let others: Vec<u64> = conn
-                    .exec(
-                        "SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
-                        (database.as_str(),),
-                    )
-                    .await?;
-                for id in others {
-                    let _ = conn.query_drop(format!("KILL {id}")).await;
-                }
-                conn.query_drop(format!("DROP DATABASE IF EXISTS `{database}`")).await?;
-                conn.disconnect().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.0);
-        }
-    }
-}
-
-/// A RabbitMQ vhost for one test, deleted at the end.
-pub struct VhostGuard(pub String);
-
-impl VhostGuard {
-    pub fn create() -> VhostGuard {
-        let name = format!("ft-test-{}", Uuid::new_v4().simple());
-        rabbitmqctl(&["add_vhost", &name]);
-        let guard = VhostGuard(name);
-        rabbitmqctl(&["set_permissions", "-p", &guard.0, "guest", ".*", ".*", ".*"]);
-        guard
-    }
-
-    /// The AMQP URL of this vhost (its name needs no percent-encoding).
-    pub fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.0)
-    }
-}
-
-impl Drop for VhostGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.0])
-            .output();
-    }
-}
-
-pub fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The `taskmanager` queue, consumed by the test.
 pub struct TaskQueue {
@@ -204,17 +131,17 @@ pub struct TestApi {
     stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), ferrotrove_api::RunError>>>,
     // Dropped last, in this order: the API is stopped first.
-    _vhost: VhostGuard,
-    _db: DbGuard,
+    _vhost: RabbitVhost,
+    _db: ControlDb,
 }
 
 impl TestApi {
     pub async fn start() -> TestApi {
-        let db = DbGuard(format!("ft_test_{}", Uuid::new_v4().simple()));
-        let vhost = VhostGuard::create();
+        let db = ControlDb::new();
+        let vhost = RabbitVhost::create();
         let store_config = StoreConfig {
-            url: MYSQL_URL.to_owned(),
-            database: db.0.clone(),
+            url: db.server_url().to_owned(),
+            database: db.name.clone(),
             pool_max: 4,
         };
         let store = Store::connect(&store_config)
@@ -246,7 +173,7 @@ impl TestApi {
             http,
             store,
             tasks,
-            vhost: vhost.0.clone(),
+            vhost: vhost.name.clone(),
             stop_tx: Some(stop_tx),
             server: Some(server),
             _vhost: vhost,
