@@ -216,3 +216,32 @@ async fn casts_wait_for_their_consumer_and_garbage_is_survived() {
     assert_eq!(counted.load(Ordering::SeqCst), 21);
     conn.close(200, "bye".into()).await.unwrap();
 }
+
+#[tokio::test]
+async fn call_to_a_queue_nobody_consumes_times_out() {
+    let vhost = RabbitVhost::create();
+    let client = bus(&vhost, "client").await;
+    client.declare_queue("orphan").await.unwrap();
+    let started = Instant::now();
+    let err = client
+        .call::<_, String>("orphan", &Echo::Say("x".into()), Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Timeout { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // And the bus still works for the next call.
+    let server_bus = bus(&vhost, "server").await;
+    let _server = server_bus
+        .serve("echo", EchoServer::default())
+        .await
+        .unwrap();
+    let reply: String = client
+        .call("echo", &Echo::Say("next".into()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, "next from client");
+}

@@ -56,7 +56,10 @@ pub struct LocalConfig {
 pub struct Timeouts {
     /// A new agent must answer a ping within this. Default 60.
     pub agent_start_secs: u64,
-    /// Quick calls (ping, status, users, detach). Default 30.
+    /// How often a running command's agent is pinged, and how long it has to answer;
+    /// a command fails when a ping goes unanswered. Default 5.
+    pub ping_secs: u64,
+    /// Quick calls (status, users, detach, shutdown). Default 30.
     pub short_secs: u64,
     /// Prepare (initialise and start a server). Default 300.
     pub prepare_secs: u64,
@@ -97,6 +100,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             agent_start_secs: 60,
+            ping_secs: 5,
             short_secs: 30,
             prepare_secs: 300,
             seed_secs: 3600,
@@ -107,6 +111,9 @@ impl Default for Timeouts {
 impl Timeouts {
     pub fn agent_start(&self) -> Duration {
         Duration::from_secs(self.agent_start_secs)
+    }
+    pub fn ping(&self) -> Duration {
+        Duration::from_secs(self.ping_secs.max(1))
     }
     pub fn short(&self) -> Duration {
         Duration::from_secs(self.short_secs)

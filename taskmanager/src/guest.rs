@@ -1,5 +1,10 @@
 //! The guest agent's API as the taskmanager uses it: one typed method per command, each
 //! with the time limit that fits it.
+//!
+//! A dead agent's queue still exists, so a command to it would wait out its whole time
+//! limit (an hour for a snapshot). Every command is therefore watched: the agent is pinged
+//! first and then every few seconds while the command runs (it answers pings while it
+//! works), and the command fails as soon as a ping goes unanswered.
 
 use crate::config::Timeouts;
 use crate::error::TaskError;
@@ -37,11 +42,29 @@ impl<'a> Guest<'a> {
     ) -> Result<AgentResponse, TaskError> {
         let method = ferrotrove_proto::Method::name(&request);
         tracing::debug!(instance_id = %self.instance_id, method, "calling agent");
-        Ok(self.bus.call(&self.queue, &request, timeout).await?)
+        let ping_every = self.timeouts.ping();
+        let call = self.bus.call(&self.queue, &request, timeout);
+        tokio::pin!(call);
+        // The first tick is immediate: the agent is checked before the command waits.
+        let mut watch = tokio::time::interval(ping_every);
+        loop {
+            tokio::select! {
+                result = &mut call => return Ok(result?),
+                _ = watch.tick() => {
+                    if let Err(error) = self.ping(ping_every).await {
+                        return Err(TaskError::State(format!("the agent stopped answering during {method}: {error}")));
+                    }
+                }
+            }
+        }
     }
 
     pub async fn ping(&self, timeout: Duration) -> Result<AgentInfo, TaskError> {
-        match self.call(AgentRequest::Ping, timeout).await? {
+        match self
+            .bus
+            .call(&self.queue, &AgentRequest::Ping, timeout)
+            .await?
+        {
             AgentResponse::Pong(info) => Ok(info),
             other => Err(unexpected("Ping", &other)),
         }

@@ -1,0 +1,120 @@
+//! What users see when a step fails: the new instance ends in ERROR with a fault that says
+//! what went wrong, the source keeps serving, and everything can still be deleted.
+
+mod common;
+
+use common::{Stack, eventually};
+use std::process::Command;
+use std::time::Duration;
+
+fn count_rows(port: u64) -> Option<String> {
+    let out = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            "app",
+            "-papppass",
+            "appdb",
+        ])
+        .args(["-N", "-B", "-e", "SELECT COUNT(*) FROM t"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_keeps_serving() {
+    let stack = Stack::start();
+    stack.ftrove_ok(&[
+        "create",
+        "m1",
+        "7",
+        "--size",
+        "2",
+        "--databases",
+        "appdb",
+        "--users",
+        "app:apppass",
+        "--wait",
+    ]);
+    let m1 = stack.ftrove_json(&["show", "m1"]);
+    let (m1_id, m1_port) = (
+        m1["id"].as_str().unwrap().to_owned(),
+        m1["port"].as_u64().unwrap(),
+    );
+    let create = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &m1_port.to_string(),
+            "-u",
+            "app",
+            "-papppass",
+            "appdb",
+        ])
+        .args([
+            "-e",
+            "CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_10",
+        ])
+        .status()
+        .unwrap();
+    assert!(create.success());
+
+    // The source's agent dies (its database server keeps running).
+    let pid: i32 = std::fs::read_to_string(stack.instance_dir(&m1_id).join("agent.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: killing a process this test's stack started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(5), || {
+        !ferrotrove_tests::process_alive(pid)
+    }));
+
+    // Its heartbeat is still fresh, so the API accepts the replica; the snapshot step fails.
+    let (ok, _, err) = stack.ftrove(&[
+        "create",
+        "s1",
+        "7",
+        "--size",
+        "2",
+        "--replica-of",
+        "m1",
+        "--wait",
+    ]);
+    assert!(!ok, "creating the replica must fail");
+    assert!(
+        err.contains("ERROR")
+            && err.contains("snapshot of source")
+            && err.contains("stopped answering"),
+        "{err}"
+    );
+    let s1 = stack.ftrove_json(&["show", "s1"]);
+    assert_eq!(s1["status"], "ERROR", "{s1}");
+    assert!(
+        s1["fault"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("snapshot of source")),
+        "{s1}"
+    );
+
+    // The source's server and data are untouched; the failed replica can be deleted.
+    assert_eq!(count_rows(m1_port).as_deref(), Some("10"));
+    stack.ftrove_ok(&["delete", "s1", "--wait"]);
+    // The source, whose agent is gone, can be deleted too: its server is stopped all the same.
+    stack.ftrove_ok(&["delete", "m1", "--wait"]);
+    assert!(!stack.instance_dir(&m1_id).exists());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", m1_port as u16)).is_err(),
+        "m1's server still listens"
+    );
+}
