@@ -9,7 +9,7 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
@@ -64,6 +64,7 @@ impl Bus {
                 FieldTable::default(),
             )
             .await?;
+        declare_dead_letters(&channel, &config.exchange).await?;
         let replies = Replies::start(&channel).await?;
         Ok(Bus {
             inner: Arc::new(Inner {
@@ -255,12 +256,60 @@ impl Bus {
     }
 }
 
-/// Declares a durable queue and binds it to the exchange with its own name as routing key.
+/// Where messages that can never be handled go: a fanout exchange and a durable queue,
+/// both named `<exchange>.dead`, so an operator can read what was refused and why it came.
+pub fn dead_letter_name(exchange: &str) -> String {
+    format!("{exchange}.dead")
+}
+
+async fn declare_dead_letters(channel: &Channel, exchange: &str) -> Result<(), lapin::Error> {
+    let dead = dead_letter_name(exchange);
+    channel
+        .exchange_declare(
+            dead.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            dead.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            dead.as_str().into(),
+            dead.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Declares a durable queue that dead-letters what its consumers reject, and binds it to
+/// the exchange with its own name as routing key. Every declaration of a queue goes
+/// through here, so its arguments are always the same (RabbitMQ refuses a redeclaration
+/// with other arguments).
 pub(crate) async fn declare_and_bind(
     channel: &Channel,
     exchange: &str,
     queue: &str,
 ) -> Result<(), lapin::Error> {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(dead_letter_name(exchange).into()),
+    );
     channel
         .queue_declare(
             queue.into(),
@@ -268,7 +317,7 @@ pub(crate) async fn declare_and_bind(
                 durable: true,
                 ..Default::default()
             },
-            FieldTable::default(),
+            arguments,
         )
         .await?;
     channel

@@ -22,7 +22,7 @@ mod replies;
 mod serve;
 
 pub use config::BusConfig;
-pub use connection::Bus;
+pub use connection::{Bus, dead_letter_name};
 pub use error::BusError;
 pub use serve::{Handler, RequestContext, Server};
 

@@ -15,6 +15,7 @@ use lapin::{BasicProperties, Channel};
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -49,9 +50,15 @@ pub struct Server {
     channel: Channel,
     consumer_tag: String,
     task: JoinHandle<()>,
+    rejected: Arc<AtomicU64>,
 }
 
 impl Server {
+    /// How many messages this consumer has sent to the dead-letter queue.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
     /// Stops taking new messages. Messages being handled finish and are acked.
     pub async fn stop(self) {
         let _ = self
@@ -92,22 +99,25 @@ impl Bus {
         let queue_name: Arc<str> = queue.into();
         let reply_channel = channel.clone();
         let sender: Arc<str> = self.inner.sender.as_str().into();
+        let rejected = Arc::new(AtomicU64::new(0));
+        let rejected_count = rejected.clone();
         let task = tokio::spawn(async move {
             while let Some(delivery) = consumer.next().await {
                 match delivery {
                     Ok(delivery) => {
-                        let (handler, channel, queue, sender) = (
+                        let (handler, channel, queue, sender, rejected) = (
                             handler.clone(),
                             reply_channel.clone(),
                             queue_name.clone(),
                             sender.clone(),
+                            rejected_count.clone(),
                         );
                         tokio::spawn(async move {
                             let replier = Replier {
                                 channel: &channel,
                                 sender: &sender,
                             };
-                            handle_delivery(&*handler, replier, &queue, delivery).await
+                            handle_delivery(&*handler, replier, &queue, delivery, &rejected).await
                         });
                     }
                     Err(error) => {
@@ -121,6 +131,7 @@ impl Bus {
             channel,
             consumer_tag,
             task,
+            rejected,
         })
     }
 }
@@ -132,13 +143,14 @@ async fn handle_delivery<H: Handler>(
     replier: Replier<'_>,
     queue: &str,
     delivery: Delivery,
+    rejected: &AtomicU64,
 ) {
     let reply_to = delivery.properties.reply_to().clone();
     let envelope = match Envelope::from_bytes(&delivery.data) {
         Ok(envelope) => envelope,
         Err(error) => {
             tracing::warn!(queue, %error, "rejecting a message that is not an envelope");
-            reject(&delivery).await;
+            reject(&delivery, rejected).await;
             return;
         }
     };
@@ -155,7 +167,10 @@ async fn handle_delivery<H: Handler>(
             tracing::warn!(version = envelope.version, "unsupported protocol version");
             Err(RemoteError::new(
                 ErrorKind::UnsupportedVersion,
-                format!("protocol version {} is not supported (this peer speaks {PROTOCOL_VERSION})", envelope.version),
+                format!(
+                    "protocol version {} is not supported (this peer speaks {PROTOCOL_VERSION})",
+                    envelope.version
+                ),
             ))
         } else if envelope.expired(now_ms()) {
             tracing::warn!("dropping a message whose deadline has passed");
@@ -181,22 +196,30 @@ async fn handle_delivery<H: Handler>(
                     tracing::warn!(%error, "unknown method or malformed arguments");
                     Err(RemoteError::new(
                         ErrorKind::UnknownMethod,
-                        format!("cannot handle method {:?} on {queue}: {error}", envelope.method),
+                        format!(
+                            "cannot handle method {:?} on {queue}: {error}",
+                            envelope.method
+                        ),
                     ))
                 }
             }
         };
-        match reply_to {
-            Some(reply_to) => {
-                if let Err(error) = replier.send(&envelope, reply_to, &outcome).await {
-                    tracing::warn!(%error, "could not send the reply");
-                }
-                ack(&delivery).await;
+        if let Some(reply_to) = reply_to {
+            if let Err(error) = replier.send(&envelope, reply_to, &outcome).await {
+                tracing::warn!(%error, "could not send the reply");
             }
-            None if matches!(&outcome, Err(e) if matches!(e.kind, ErrorKind::UnknownMethod | ErrorKind::UnsupportedVersion)) => {
-                reject(&delivery).await;
+        }
+        // What this consumer can never handle goes to the dead-letter queue, not around again.
+        match &outcome {
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::UnknownMethod | ErrorKind::UnsupportedVersion
+                ) =>
+            {
+                reject(&delivery, rejected).await
             }
-            None => ack(&delivery).await,
+            _ => ack(&delivery).await,
         }
     }
     .instrument(span)
@@ -243,7 +266,8 @@ async fn ack(delivery: &Delivery) {
     }
 }
 
-async fn reject(delivery: &Delivery) {
+async fn reject(delivery: &Delivery, rejected: &AtomicU64) {
+    rejected.fetch_add(1, Ordering::Relaxed);
     if let Err(error) = delivery
         .acker
         .reject(BasicRejectOptions { requeue: false })

@@ -201,7 +201,7 @@ async fn casts_wait_for_their_consumer_and_garbage_is_survived() {
     let server = EchoServer::default();
     let counted = server.counted.clone();
     let server_bus = bus(&vhost, "server").await;
-    let _server = server_bus.serve("work", server).await.unwrap();
+    let server = server_bus.serve("work", server).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while counted.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -214,6 +214,20 @@ async fn casts_wait_for_their_consumer_and_garbage_is_survived() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(counted.load(Ordering::SeqCst), 21);
+    // Both bad messages were dead-lettered and counted.
+    assert_eq!(server.rejected(), 2);
+    let dead = raw
+        .queue_declare(
+            ferrotrove_bus::dead_letter_name("ft-test").as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dead.message_count(), 2);
     conn.close(200, "bye".into()).await.unwrap();
 }
 

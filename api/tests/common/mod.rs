@@ -18,12 +18,9 @@ use ferrotrove_proto::taskmanager::TaskRequest;
 use ferrotrove_store::{Store, StoreConfig};
 use ferrotrove_tests::{ControlDb, RabbitVhost};
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{Connection, ConnectionProperties, Consumer};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
@@ -40,44 +37,24 @@ pub struct TaskQueue {
 
 impl TaskQueue {
     async fn open(url: &str) -> TaskQueue {
+        // The queue as the bus declares it (same arguments), then a raw consumer on it.
+        let bus_config = BusConfig {
+            url: url.to_owned(),
+            exchange: EXCHANGE.to_owned(),
+            ..BusConfig::default()
+        };
+        let bus = ferrotrove_bus::Bus::connect(&bus_config, "test")
+            .await
+            .expect("connect to RabbitMQ");
+        let queue = ferrotrove_proto::queues::TASKMANAGER;
+        bus.declare_queue(queue)
+            .await
+            .expect("declare the taskmanager queue");
+        bus.close().await;
         let connection = Connection::connect(url, ConnectionProperties::default())
             .await
             .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.unwrap();
-        channel
-            .exchange_declare(
-                EXCHANGE.into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let queue = ferrotrove_proto::queues::TASKMANAGER;
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                queue.into(),
-                EXCHANGE.into(),
-                queue.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
         let consumer = channel
             .basic_consume(
                 queue.into(),
