@@ -33,6 +33,7 @@ pub mod fsutil;
 pub mod heartbeat;
 pub mod instance;
 pub mod names;
+pub mod operations;
 pub mod paths;
 pub mod prepare;
 pub mod replication;

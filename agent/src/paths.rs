@@ -32,6 +32,9 @@ pub struct InstancePaths {
     pub client_cnf: PathBuf,
     pub settings: PathBuf,
     pub prepared_marker: PathBuf,
+    /// Results of finished commands, one file each, so a redelivered command is answered
+    /// with its first result even after the agent restarts.
+    pub operations_dir: PathBuf,
 }
 
 impl InstancePaths {
@@ -49,6 +52,7 @@ impl InstancePaths {
             client_cnf: base_dir.join("client.cnf"),
             settings: base_dir.join("server.json"),
             prepared_marker: base_dir.join("prepared"),
+            operations_dir: base_dir.join("operations"),
         }
     }
 

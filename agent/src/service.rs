@@ -9,19 +9,16 @@
 
 use crate::error::Result;
 use crate::instance::Instance;
+use crate::operations::FinishedOperations;
 use crate::{prepare, replication, snapshot, status};
 use ferrotrove_bus::{Handler, RequestContext};
 use ferrotrove_proto::RemoteError;
 use ferrotrove_proto::agent::{AgentInfo, AgentRequest, AgentResponse};
-use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 use uuid::Uuid;
-
-/// How many finished operations are remembered.
-const REMEMBERED_OPERATIONS: usize = 256;
 
 /// The agent's answer to its queue. Cheap to clone: clones share one state.
 #[derive(Clone)]
@@ -41,8 +38,8 @@ impl AgentService {
         let (shutdown_tx, _) = watch::channel(false);
         AgentService {
             inner: Arc::new(ServiceState {
-                instance,
-                exclusive: Mutex::new(FinishedOperations::default()),
+                instance: instance.clone(),
+                exclusive: Mutex::new(FinishedOperations::load(&instance.paths.operations_dir)),
                 shutdown_tx,
             }),
         }
@@ -190,47 +187,5 @@ impl Handler for AgentService {
         );
         let service = self.clone();
         async move { service.dispatch(request, ctx.operation_id).await }.instrument(span)
-    }
-}
-
-/// The successful results of recent operations, oldest evicted first.
-#[derive(Default)]
-struct FinishedOperations {
-    results: HashMap<Uuid, AgentResponse>,
-    order: VecDeque<Uuid>,
-}
-
-impl FinishedOperations {
-    fn get(&self, id: Uuid) -> Option<AgentResponse> {
-        self.results.get(&id).cloned()
-    }
-
-    fn remember(&mut self, id: Uuid, response: AgentResponse) {
-        if self.results.insert(id, response).is_none() {
-            self.order.push_back(id);
-        }
-        while self.order.len() > REMEMBERED_OPERATIONS {
-            if let Some(oldest) = self.order.pop_front() {
-                self.results.remove(&oldest);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finished_operations_are_bounded() {
-        let mut finished = FinishedOperations::default();
-        let first = Uuid::now_v7();
-        finished.remember(first, AgentResponse::SnapshotDeleted);
-        assert_eq!(finished.get(first), Some(AgentResponse::SnapshotDeleted));
-        for _ in 0..REMEMBERED_OPERATIONS {
-            finished.remember(Uuid::now_v7(), AgentResponse::ReplicationUserCreated);
-        }
-        assert_eq!(finished.get(first), None);
-        assert_eq!(finished.results.len(), REMEMBERED_OPERATIONS);
     }
 }

@@ -17,6 +17,26 @@ use ferrotrove_proto::queues;
 use std::time::Duration;
 use uuid::Uuid;
 
+tokio::task_local! {
+    /// The task this code runs for: the id of its `taskmanager` message, the same on every
+    /// redelivery. Commands sent within it get operation ids derived from it, so a task
+    /// run again after a crash sends the same operation ids and agents answer what they
+    /// already did with its first result.
+    pub static TASK_OPERATION: Uuid;
+}
+
+/// The operation id of one command of a task: the same task, instance and request give the
+/// same id; anything else a new one.
+fn step_operation(task: Uuid, instance_id: Uuid, request: &AgentRequest) -> Uuid {
+    match ferrotrove_proto::envelope::encode(request) {
+        Ok(mut bytes) => {
+            bytes.extend_from_slice(instance_id.as_bytes());
+            Uuid::new_v5(&task, &bytes)
+        }
+        Err(_) => Uuid::now_v7(),
+    }
+}
+
 /// Talks to one instance's agent.
 pub struct Guest<'a> {
     bus: &'a Bus,
@@ -43,7 +63,12 @@ impl<'a> Guest<'a> {
         let method = ferrotrove_proto::Method::name(&request);
         tracing::debug!(instance_id = %self.instance_id, method, "calling agent");
         let ping_every = self.timeouts.ping();
-        let call = self.bus.call(&self.queue, &request, timeout);
+        let operation = TASK_OPERATION
+            .try_with(|task| step_operation(*task, self.instance_id, &request))
+            .unwrap_or_else(|_| Uuid::now_v7());
+        let call = self
+            .bus
+            .call_in_operation(&self.queue, &request, timeout, operation);
         tokio::pin!(call);
         // The first tick is immediate: the agent is checked before the command waits.
         let mut watch = tokio::time::interval(ping_every);

@@ -8,7 +8,7 @@
 
 use crate::config::Timeouts;
 use crate::error::TaskError;
-use crate::guest::Guest;
+use crate::guest::{Guest, TASK_OPERATION};
 use crate::provisioner::{Endpoint, Provisioner};
 use ferrotrove_bus::{Bus, Handler, RequestContext};
 use ferrotrove_proto::agent::{
@@ -36,37 +36,40 @@ impl<P: Provisioner> Handler for Tasks<P> {
     type Response = ();
 
     async fn handle(&self, request: TaskRequest, ctx: RequestContext) -> Result<(), RemoteError> {
-        let operation_id = ctx.operation_id.unwrap_or(ctx.message_id);
-        let result = match request {
-            TaskRequest::CreateInstance {
-                instance_id,
-                databases,
-                users,
-            } => {
-                let span = tracing::info_span!("create", %instance_id, %operation_id);
-                self.create_instance(instance_id, databases, users)
-                    .instrument(span)
-                    .await
-            }
-            TaskRequest::CreateReplicas {
-                source_id,
-                replica_ids,
-            } => {
-                let span =
-                    tracing::info_span!("create_replicas", instance_id = %source_id, %operation_id);
-                self.create_replicas(source_id, replica_ids)
-                    .instrument(span)
-                    .await
-            }
-            TaskRequest::DetachReplica { instance_id } => {
-                let span = tracing::info_span!("detach", %instance_id, %operation_id);
-                self.detach(instance_id).instrument(span).await
-            }
-            TaskRequest::DeleteInstance { instance_id } => {
-                let span = tracing::info_span!("delete", %instance_id, %operation_id);
-                self.delete(instance_id).instrument(span).await
+        // The message id is the same on every delivery of this task's message.
+        let operation_id = ctx.message_id;
+        let task = async {
+            match request {
+                TaskRequest::CreateInstance {
+                    instance_id,
+                    databases,
+                    users,
+                } => {
+                    let span = tracing::info_span!("create", %instance_id, %operation_id);
+                    self.create_instance(instance_id, databases, users)
+                        .instrument(span)
+                        .await
+                }
+                TaskRequest::CreateReplicas {
+                    source_id,
+                    replica_ids,
+                } => {
+                    let span = tracing::info_span!("create_replicas", instance_id = %source_id, %operation_id);
+                    self.create_replicas(source_id, replica_ids, operation_id)
+                        .instrument(span)
+                        .await
+                }
+                TaskRequest::DetachReplica { instance_id } => {
+                    let span = tracing::info_span!("detach", %instance_id, %operation_id);
+                    self.detach(instance_id).instrument(span).await
+                }
+                TaskRequest::DeleteInstance { instance_id } => {
+                    let span = tracing::info_span!("delete", %instance_id, %operation_id);
+                    self.delete(instance_id).instrument(span).await
+                }
             }
         };
+        let result = TASK_OPERATION.scope(operation_id, task).await;
         // A task's failure is recorded on its instances; only a failure to record it is
         // reported back to the bus (the message is then redelivered).
         result.map_err(|e| RemoteError::new(ErrorKind::Database, e.to_string()))
@@ -167,6 +170,7 @@ impl<P: Provisioner> Tasks<P> {
         &self,
         source_id: Uuid,
         replica_ids: Vec<Uuid>,
+        operation_id: Uuid,
     ) -> Result<(), TaskError> {
         let mut replicas = Vec::new();
         for id in replica_ids {
@@ -189,7 +193,8 @@ impl<P: Provisioner> Tasks<P> {
             }
         };
         // One snapshot seeds every replica of the request; the replicas build meanwhile.
-        let snapshot_id = Uuid::now_v7();
+        // Derived from the task, so a redelivered task asks for the same snapshot.
+        let snapshot_id = Uuid::new_v5(&operation_id, source_id.as_bytes());
         let source_guest = self.guest(source_id);
         let snapshot = source_guest.create_snapshot(snapshot_id);
         let builds = futures::future::join_all(
