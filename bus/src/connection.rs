@@ -13,7 +13,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -22,27 +22,36 @@ const PERSISTENT: u8 = 2;
 pub(crate) const CONTENT_TYPE: &str = "application/msgpack";
 
 /// A connection to the broker, shared by every task of a process (cheap to clone).
+///
+/// When the connection is lost, calls in flight fail at once with [`BusError::Closed`]
+/// (retryable), and the next operation connects again and declares the topology anew.
+/// Consumers end with the connection ([`crate::Server::closed`]); their owner serves again.
 #[derive(Clone)]
 pub struct Bus {
-    pub(crate) inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
+struct Shared {
+    config: BusConfig,
+    sender: String,
+    current: RwLock<Arc<Inner>>,
+    /// One reconnection at a time.
+    reconnecting: tokio::sync::Mutex<()>,
+}
+
+/// One connection and what lives on it.
 pub(crate) struct Inner {
     pub(crate) connection: Connection,
-    pub(crate) exchange: String,
-    pub(crate) sender: String,
-    pub(crate) prefetch: u16,
     /// Calls and casts publish here: publisher confirms on, direct reply-to consumed.
     channel: Channel,
     replies: Replies,
-    /// Queues this process has declared, so casts declare their target once.
+    /// Queues declared on this connection, so casts declare their target once.
     declared: Mutex<HashSet<String>>,
 }
 
-impl Bus {
-    /// Connects and declares the exchange. `sender` names this process in every envelope
-    /// (`taskmanager`, `guestagent.<id>`, ...).
-    pub async fn connect(config: &BusConfig, sender: impl Into<String>) -> Result<Bus, BusError> {
+impl Inner {
+    /// Connects and declares the exchange and the dead letters.
+    async fn open(config: &BusConfig) -> Result<Inner, BusError> {
         let connection = Connection::connect(&config.url, ConnectionProperties::default())
             .await
             .map_err(|source| BusError::Connect {
@@ -66,17 +75,69 @@ impl Bus {
             .await?;
         declare_dead_letters(&channel, &config.exchange).await?;
         let replies = Replies::start(&channel).await?;
+        Ok(Inner {
+            connection,
+            channel,
+            replies,
+            declared: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn declared(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.declared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Bus {
+    /// Connects and declares the exchange. `sender` names this process in every envelope
+    /// (`taskmanager`, `guestagent.<id>`, ...).
+    pub async fn connect(config: &BusConfig, sender: impl Into<String>) -> Result<Bus, BusError> {
+        let inner = Inner::open(config).await?;
         Ok(Bus {
-            inner: Arc::new(Inner {
-                connection,
-                exchange: config.exchange.clone(),
+            shared: Arc::new(Shared {
+                config: config.clone(),
                 sender: sender.into(),
-                prefetch: config.prefetch.max(1),
-                channel,
-                replies,
-                declared: Mutex::new(HashSet::new()),
+                current: RwLock::new(Arc::new(inner)),
+                reconnecting: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    fn current(&self) -> Arc<Inner> {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The live connection, connecting again (once per call) if it was lost.
+    pub(crate) async fn inner(&self) -> Result<Arc<Inner>, BusError> {
+        let current = self.current();
+        if current.connection.status().connected() {
+            return Ok(current);
+        }
+        let _one_at_a_time = self.shared.reconnecting.lock().await;
+        let current = self.current();
+        if current.connection.status().connected() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(Inner::open(&self.shared.config).await?);
+        tracing::info!(url = %self.shared.config.redacted_url(), "reconnected to the message broker");
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = fresh.clone();
+        Ok(fresh)
+    }
+
+    pub(crate) fn exchange(&self) -> &str {
+        &self.shared.config.exchange
+    }
+
+    pub(crate) fn prefetch(&self) -> u16 {
+        self.shared.config.prefetch.max(1)
     }
 
     /// Connects, retrying with exponential backoff (up to 5 s apart) until `give_up_after`.
@@ -103,12 +164,12 @@ impl Bus {
 
     /// This process's name in envelopes.
     pub fn sender(&self) -> &str {
-        &self.inner.sender
+        &self.shared.sender
     }
 
     /// Whether the connection is up.
     pub fn is_connected(&self) -> bool {
-        self.inner.connection.status().connected()
+        self.current().connection.status().connected()
     }
 
     /// Sends `request` to `queue` and waits up to `timeout` for the reply.
@@ -136,17 +197,18 @@ impl Bus {
     ) -> Result<Resp, BusError> {
         let method = request.name();
         let timeout_ms = timeout.as_millis().min(i64::MAX as u128) as i64;
-        let mut envelope = Envelope::new(&self.inner.sender, method, encode(request)?, now_ms());
+        let inner = self.inner().await?;
+        let mut envelope = Envelope::new(self.sender(), method, encode(request)?, now_ms());
         envelope.deadline_ms = Some(envelope.sent_at_ms.saturating_add(timeout_ms));
         envelope.operation_id = Some(operation_id);
         let id = envelope.message_id;
-        let mut pending = self.inner.replies.expect(id);
+        let mut pending = inner.replies.expect(id);
         let properties = BasicProperties::default()
             .with_reply_to(queues::DIRECT_REPLY_TO.into())
             .with_correlation_id(id.to_string().into())
             // The broker drops the request if nobody takes it before the caller gives up.
             .with_expiration(timeout_ms.max(1).to_string().into());
-        self.publish(queue, &envelope, properties).await?;
+        self.publish(&inner, queue, &envelope, properties).await?;
         let reply = match tokio::time::timeout(timeout, &mut pending.rx).await {
             Err(_) => {
                 return Err(BusError::Timeout {
@@ -170,56 +232,52 @@ impl Bus {
     /// confirmed it holds the message. The queue is declared (durable) if it does not
     /// exist yet, so a cast to a service that has not started yet waits for it.
     pub async fn cast<M: Method>(&self, queue: &str, message: &M) -> Result<(), BusError> {
-        self.declare_queue(queue).await?;
-        let envelope = Envelope::new(
-            &self.inner.sender,
-            message.name(),
-            encode(message)?,
-            now_ms(),
-        );
+        let inner = self.inner().await?;
+        self.declare_on(&inner, queue).await?;
+        let envelope = Envelope::new(self.sender(), message.name(), encode(message)?, now_ms());
         let properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
-        self.publish(queue, &envelope, properties).await
+        self.publish(&inner, queue, &envelope, properties).await
     }
 
     /// Declares the durable queue `queue` and binds it to the exchange under its own name.
     /// Idempotent; each process does it once per queue.
     pub async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
-        if self.declared().contains(queue) {
+        let inner = self.inner().await?;
+        self.declare_on(&inner, queue).await
+    }
+
+    async fn declare_on(&self, inner: &Inner, queue: &str) -> Result<(), BusError> {
+        if inner.declared().contains(queue) {
             return Ok(());
         }
-        declare_and_bind(&self.inner.channel, &self.inner.exchange, queue).await?;
-        self.declared().insert(queue.to_owned());
+        declare_and_bind(&inner.channel, self.exchange(), queue).await?;
+        inner.declared().insert(queue.to_owned());
         Ok(())
     }
 
     /// Deletes a queue and the messages in it (an instance's guest queue, on delete).
     pub async fn delete_queue(&self, queue: &str) -> Result<(), BusError> {
-        self.inner
+        let inner = self.inner().await?;
+        inner
             .channel
             .queue_delete(queue.into(), QueueDeleteOptions::default())
             .await?;
-        self.declared().remove(queue);
+        inner.declared().remove(queue);
         Ok(())
     }
 
     /// Closes the connection; calls in flight fail with [`BusError::Closed`].
     pub async fn close(&self) {
-        if let Err(error) = self.inner.connection.close(200, "closing".into()).await {
+        if let Err(error) = self.current().connection.close(200, "closing".into()).await {
             tracing::debug!(%error, "closing the bus connection");
         }
-    }
-
-    fn declared(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.inner
-            .declared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Publishes `envelope` to the exchange with routing key `queue`, `mandatory`, and waits
     /// for the broker's confirm.
     async fn publish(
         &self,
+        inner: &Inner,
         queue: &str,
         envelope: &Envelope,
         properties: BasicProperties,
@@ -229,11 +287,10 @@ impl Bus {
             .with_message_id(envelope.message_id.to_string().into())
             .with_content_type(CONTENT_TYPE.into())
             .with_type(envelope.method.as_str().into());
-        let confirm = self
-            .inner
+        let confirm = inner
             .channel
             .basic_publish(
-                self.inner.exchange.as_str().into(),
+                self.exchange().into(),
                 queue.into(),
                 BasicPublishOptions {
                     mandatory: true,

@@ -43,3 +43,42 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// Serves `queue` with `handler` until `shutdown` resolves. When the broker connection is
+/// lost, it connects again (backing off up to 5 s between tries) and serves again, so a
+/// broker restart costs a daemon nothing but the time the broker was away.
+pub async fn serve_until_shutdown<H: crate::Handler + Clone>(
+    bus: &crate::Bus,
+    queue: &str,
+    handler: H,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        let mut server = match bus.serve(queue, handler.clone()).await {
+            Ok(server) => {
+                tracing::info!(queue, "serving");
+                pause = std::time::Duration::from_millis(100);
+                server
+            }
+            Err(error) => {
+                tracing::warn!(queue, %error, retry_in = ?pause, "cannot consume; trying again");
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                continue;
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => {
+                server.stop().await;
+                bus.close().await;
+                return;
+            }
+            () = server.closed() => tracing::warn!(queue, "lost the message broker; reconnecting"),
+        }
+    }
+}

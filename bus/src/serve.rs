@@ -81,12 +81,13 @@ impl Bus {
     /// Consumes the durable queue `queue` (declaring and binding it), handing each message
     /// to `handler` in a task of its own, at most `prefetch` at a time.
     pub async fn serve<H: Handler>(&self, queue: &str, handler: H) -> Result<Server, BusError> {
-        let channel = self.inner.connection.create_channel().await?;
-        declare_and_bind(&channel, &self.inner.exchange, queue).await?;
+        let inner = self.inner().await?;
+        let channel = inner.connection.create_channel().await?;
+        declare_and_bind(&channel, self.exchange(), queue).await?;
         channel
-            .basic_qos(self.inner.prefetch, BasicQosOptions::default())
+            .basic_qos(self.prefetch(), BasicQosOptions::default())
             .await?;
-        let consumer_tag = format!("{}.{}", self.inner.sender, Uuid::now_v7());
+        let consumer_tag = format!("{}.{}", self.sender(), Uuid::now_v7());
         let mut consumer = channel
             .basic_consume(
                 queue.into(),
@@ -98,7 +99,7 @@ impl Bus {
         let handler = Arc::new(handler);
         let queue_name: Arc<str> = queue.into();
         let reply_channel = channel.clone();
-        let sender: Arc<str> = self.inner.sender.as_str().into();
+        let sender: Arc<str> = self.sender().into();
         let rejected = Arc::new(AtomicU64::new(0));
         let rejected_count = rejected.clone();
         let task = tokio::spawn(async move {

@@ -259,3 +259,96 @@ async fn call_to_a_queue_nobody_consumes_times_out() {
         .unwrap();
     assert_eq!(reply, "next from client");
 }
+
+/// Closes every connection of `vhost` from the broker's side, as a broker restart would.
+fn drop_connections(vhost: &RabbitVhost) -> usize {
+    let listing = ferrotrove_tests::rabbitmqctl(&["list_connections", "pid", "vhost"]).unwrap();
+    let pids: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, v)| v.trim() == vhost.name)
+        .map(|(pid, _)| pid.trim())
+        .collect();
+    for pid in &pids {
+        ferrotrove_tests::rabbitmqctl(&["close_connection", pid, "test: broker going away"])
+            .unwrap();
+    }
+    pids.len()
+}
+
+#[tokio::test]
+async fn a_lost_connection_fails_calls_fast_and_both_sides_reconnect() {
+    let vhost = RabbitVhost::create();
+    let server_bus = bus(&vhost, "server").await;
+    let client = bus(&vhost, "client").await;
+    let echo = EchoServer::default();
+    let counted = echo.counted.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let server_bus = server_bus.clone();
+        async move {
+            ferrotrove_bus::daemon::serve_until_shutdown(&server_bus, "echo", echo, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .call::<_, String>("echo", &Echo::Say("up".into()), Duration::from_secs(2))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the server never came up");
+    }
+
+    // A call in flight when the connection goes fails at once, as retryable.
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .call::<_, String>("echo", &Echo::Sleep(3000), Duration::from_secs(30))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    assert!(drop_connections(&vhost) >= 2);
+    let err = slow.await.unwrap().unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the call waited for its deadline: {:?}",
+        started.elapsed()
+    );
+
+    // Both sides come back by themselves: the client on its next call, the server by
+    // serving again; casts sent after the loss are handled.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client
+            .call::<_, String>("echo", &Echo::Say("again".into()), Duration::from_secs(2))
+            .await
+        {
+            Ok(reply) => {
+                assert_eq!(reply, "again from client");
+                break;
+            }
+            Err(err) => {
+                assert!(err.is_retryable(), "{err}");
+                assert!(Instant::now() < deadline, "no reconnection: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    for _ in 0..10 {
+        client.cast("echo", &Echo::Count).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counted.load(Ordering::SeqCst) < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted.load(Ordering::SeqCst), 10);
+    let _ = stop_tx.send(());
+    serving.await.unwrap();
+}

@@ -17,6 +17,7 @@ use tracing::Instrument;
 pub use config::ConductorConfig;
 
 /// Writes guest reports to the control DB.
+#[derive(Clone)]
 pub struct Conductor {
     store: Store,
 }
@@ -48,20 +49,20 @@ impl Handler for Conductor {
     }
 }
 
-/// Runs a conductor until `shutdown` resolves or the bus connection is lost.
+/// Runs a conductor until `shutdown` resolves, riding out broker restarts.
 pub async fn run(
     config: ConductorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let store = Store::connect(&config.store).await?;
     let bus = Bus::connect_with_retry(&config.bus, "conductor", config.startup_timeout()).await?;
-    let mut server = bus.serve(queues::CONDUCTOR, Conductor { store }).await?;
-    tracing::info!(exchange = %config.bus.exchange, "conductor serving");
-    tokio::select! {
-        _ = shutdown => tracing::info!("shutting down"),
-        _ = server.closed() => anyhow::bail!("lost the message bus connection"),
-    }
-    server.stop().await;
-    bus.close().await;
+    tracing::info!(exchange = %config.bus.exchange, "conductor starting");
+    ferrotrove_bus::daemon::serve_until_shutdown(
+        &bus,
+        queues::CONDUCTOR,
+        Conductor { store },
+        shutdown,
+    )
+    .await;
     Ok(())
 }

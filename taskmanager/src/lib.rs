@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tasks::Tasks;
 
-/// Runs a taskmanager until `shutdown` resolves or the bus connection is lost.
+/// Runs a taskmanager until `shutdown` resolves, riding out broker restarts.
 pub async fn run(
     config: TaskmanagerConfig,
     shutdown: impl Future<Output = ()>,
@@ -44,13 +44,7 @@ pub async fn run(
         provisioner,
         timeouts: config.timeouts.clone(),
     };
-    let mut server = bus.serve(queues::TASKMANAGER, tasks).await?;
-    tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager serving");
-    tokio::select! {
-        _ = shutdown => tracing::info!("shutting down"),
-        _ = server.closed() => anyhow::bail!("lost the message bus connection"),
-    }
-    server.stop().await;
-    bus.close().await;
+    tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager starting");
+    ferrotrove_bus::daemon::serve_until_shutdown(&bus, queues::TASKMANAGER, tasks, shutdown).await;
     Ok(())
 }

@@ -31,6 +31,17 @@ pub struct Tasks<P> {
     pub(crate) timeouts: Timeouts,
 }
 
+impl<P> Clone for Tasks<P> {
+    fn clone(&self) -> Self {
+        Tasks {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            provisioner: self.provisioner.clone(),
+            timeouts: self.timeouts.clone(),
+        }
+    }
+}
+
 impl<P: Provisioner> Handler for Tasks<P> {
     type Request = TaskRequest;
     type Response = ();
