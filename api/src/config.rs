@@ -128,6 +128,14 @@ impl ApiConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_shipped_example_config_loads_with_the_defaults() {
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/etc/api.toml.example");
+        let cfg = ApiConfig::load(Some(&example)).unwrap();
+        assert_eq!(cfg.listen, ApiConfig::default().listen);
+    }
+
     use super::*;
     use std::io::Write;
 

@@ -48,3 +48,17 @@ impl ConductorConfig {
         Duration::from_secs(self.startup_timeout_secs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_loads_with_the_defaults() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/etc/conductor.toml.example");
+        let cfg = ConductorConfig::load(Some(&example)).unwrap();
+        assert_eq!(cfg.bus.prefetch, ConductorConfig::default().bus.prefetch);
+        assert_eq!(cfg.store.database, "ferrotrove");
+    }
+}

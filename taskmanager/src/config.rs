@@ -164,6 +164,15 @@ impl TaskmanagerConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_shipped_example_config_loads_with_the_defaults() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/etc/taskmanager.toml.example");
+        let cfg = TaskmanagerConfig::load(Some(&example)).unwrap();
+        assert_eq!(cfg.timeouts.seed_secs, Timeouts::default().seed_secs);
+        assert_eq!(cfg.bus.prefetch, TaskmanagerConfig::default().bus.prefetch);
+    }
+
     use super::*;
     use std::io::Write;
 
