@@ -263,7 +263,9 @@ impl AgentConfig {
 }
 
 fn environment() -> config::Environment {
-    config::Environment::with_prefix(ENV_PREFIX).separator(ENV_SEPARATOR)
+    config::Environment::with_prefix(ENV_PREFIX)
+        .separator(ENV_SEPARATOR)
+        .try_parsing(true)
 }
 
 #[cfg(test)]

@@ -82,20 +82,7 @@ impl ApiConfig {
     /// Reads `path` (when given; it must exist), overlays `FTROVE_API__*` environment
     /// variables, and validates the result.
     pub fn load(path: Option<&Path>) -> Result<ApiConfig, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = path {
-            builder = builder.add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .separator("__")
-                .try_parsing(true),
-        );
-        let cfg: ApiConfig = builder.build()?.try_deserialize()?;
+        let cfg: ApiConfig = ferrotrove_bus::daemon::load_config(path, ENV_PREFIX)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -82,3 +82,28 @@ pub async fn serve_until_shutdown<H: crate::Handler + Clone>(
         }
     }
 }
+
+/// Loads a daemon's configuration: the built-in defaults of `T`, then the TOML file at
+/// `path` (when given, it must exist), then `<env_prefix>__<SECTION>__<KEY>` environment
+/// variables, whose values are read as numbers or booleans where the key wants one.
+pub fn load_config<T: serde::de::DeserializeOwned>(
+    path: Option<&std::path::Path>,
+    env_prefix: &str,
+) -> Result<T, config::ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = path {
+        builder = builder.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+    builder
+        .add_source(
+            config::Environment::with_prefix(env_prefix)
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()?
+        .try_deserialize()
+}

@@ -34,14 +34,7 @@ impl Default for ConductorConfig {
 impl ConductorConfig {
     /// Loads `path` (when given) over the defaults, then the environment.
     pub fn load(path: Option<&Path>) -> Result<ConductorConfig, config::ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = path {
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-        }
-        builder
-            .add_source(config::Environment::with_prefix("FTROVE_CONDUCTOR").separator("__"))
-            .build()?
-            .try_deserialize()
+        ferrotrove_bus::daemon::load_config(path, "FTROVE_CONDUCTOR")
     }
 
     pub fn startup_timeout(&self) -> Duration {

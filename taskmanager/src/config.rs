@@ -129,14 +129,8 @@ impl Timeouts {
 impl TaskmanagerConfig {
     /// Loads `path` (when given) over the defaults, then the environment, and checks it.
     pub fn load(path: Option<&Path>) -> Result<TaskmanagerConfig, config::ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = path {
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-        }
-        let cfg: TaskmanagerConfig = builder
-            .add_source(config::Environment::with_prefix("FTROVE_TASKMANAGER").separator("__"))
-            .build()?
-            .try_deserialize()?;
+        let cfg: TaskmanagerConfig =
+            ferrotrove_bus::daemon::load_config(path, "FTROVE_TASKMANAGER")?;
         cfg.validate().map_err(config::ConfigError::Message)?;
         Ok(cfg)
     }

@@ -3,30 +3,8 @@
 
 mod common;
 
-use common::{Stack, eventually};
-use std::process::Command;
+use common::{Stack, eventually, sql};
 use std::time::Duration;
-
-fn count_rows(port: u64) -> Option<String> {
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "-u",
-            "app",
-            "-papppass",
-            "appdb",
-        ])
-        .args(["-N", "-B", "-e", "SELECT COUNT(*) FROM t"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
 
 #[test]
 fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_keeps_serving() {
@@ -48,25 +26,14 @@ fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_kee
         m1["id"].as_str().unwrap().to_owned(),
         m1["port"].as_u64().unwrap(),
     );
-    let create = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &m1_port.to_string(),
-            "-u",
-            "app",
-            "-papppass",
-            "appdb",
-        ])
-        .args([
-            "-e",
-            "CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_10",
-        ])
-        .status()
-        .unwrap();
-    assert!(create.success());
+    let m1_port = u16::try_from(m1_port).expect("a port");
+    sql(
+        m1_port,
+        "app",
+        "apppass",
+        "USE appdb; CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_10",
+    )
+    .expect("write to m1");
 
     // The source's agent dies (its database server keeps running).
     let pid: i32 = std::fs::read_to_string(stack.instance_dir(&m1_id).join("agent.pid"))
@@ -108,13 +75,16 @@ fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_kee
     );
 
     // The source's server and data are untouched; the failed replica can be deleted.
-    assert_eq!(count_rows(m1_port).as_deref(), Some("10"));
+    assert_eq!(
+        sql(m1_port, "app", "apppass", "SELECT COUNT(*) FROM appdb.t").as_deref(),
+        Ok("10")
+    );
     stack.ftrove_ok(&["delete", "s1", "--wait"]);
     // The source, whose agent is gone, can be deleted too: its server is stopped all the same.
     stack.ftrove_ok(&["delete", "m1", "--wait"]);
     assert!(!stack.instance_dir(&m1_id).exists());
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", m1_port as u16)).is_err(),
+        std::net::TcpStream::connect(("127.0.0.1", m1_port)).is_err(),
         "m1's server still listens"
     );
 }

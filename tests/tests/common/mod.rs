@@ -203,3 +203,26 @@ pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Runs SQL on an instance over TCP as `user`; returns stdout or the client's error.
+pub fn sql(port: u16, user: &str, password: &str, statement: &str) -> Result<String, String> {
+    let out = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            user,
+        ])
+        .arg(format!("-p{password}"))
+        .args(["-N", "-B", "-e", statement])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
