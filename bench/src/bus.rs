@@ -53,30 +53,10 @@ struct Args {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum BenchRequest {
-    Echo(#[serde(with = "serde_bytes_vec")] Vec<u8>),
+    Echo(#[serde(with = "serde_bytes")] Vec<u8>),
     Count,
     Stats,
     Reset,
-}
-
-/// Payload bytes as MessagePack binary, like every real payload.
-mod serde_bytes_vec {
-    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-        }
-        d.deserialize_bytes(V)
-    }
 }
 
 impl Method for BenchRequest {
@@ -141,7 +121,7 @@ impl Handler for EchoServer {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum BenchReply {
-    Echo(#[serde(with = "serde_bytes_vec")] Vec<u8>),
+    Echo(#[serde(with = "serde_bytes")] Vec<u8>),
     Stats(Stats),
     Done,
 }
