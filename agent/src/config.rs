@@ -35,6 +35,11 @@ pub const ENV_SEPARATOR: &str = "__";
 pub struct AgentConfig {
     /// The instance this agent serves; it listens on `guestagent.<instance_id>`.
     pub instance_id: Uuid,
+    /// The instance's message-signing secret, given by the provisioner. Every command must be
+    /// signed with it, and every reply and heartbeat is. Without one (development only) the
+    /// agent neither signs nor checks, and says so at start.
+    #[serde(default)]
+    pub secret: Option<Secret>,
     /// Where the message bus is.
     pub bus: BusSection,
     /// The database server this agent owns.

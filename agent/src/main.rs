@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use ferrotrove_agent::heartbeat::{self, Reporter};
 use ferrotrove_agent::{AgentConfig, AgentService, Instance};
-use ferrotrove_bus::{Bus, BusConfig};
+use ferrotrove_bus::{Bus, BusConfig, SigningKey, Verifier};
 use ferrotrove_proto::queues;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +84,15 @@ async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     };
     let heartbeat_interval = Duration::from_secs(config.heartbeat.interval_secs);
     let instance_id = config.instance_id;
+    let key = config.secret.clone().map(|secret| SigningKey {
+        key_id: instance_id,
+        secret,
+    });
+    if key.is_none() {
+        tracing::warn!(
+            "no secret configured: commands are not authenticated and reports are not signed"
+        );
+    }
     let instance = Arc::new(Instance::new(config));
     if let Err(err) = instance.start_if_prepared().await {
         // Keep serving: the control plane sees the server down in Status and heartbeats.
@@ -101,7 +110,13 @@ async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
             bus = connect(&bus_config, &sender) => bus,
             name = signals.next() => return Ok(Exit::Signal(name)),
         };
-        let mut server = match bus.serve(&queue, service.clone()).await {
+        // Everything this agent sends is signed with its instance's secret.
+        let bus = match &key {
+            Some(key) => bus.signed_by(key.clone()),
+            None => bus,
+        };
+        let verifier = key.clone().map(Verifier::Key);
+        let mut server = match bus.serve_verified(&queue, service.clone(), verifier).await {
             Ok(server) => server,
             Err(err) => {
                 tracing::error!(%queue, error = %err, "cannot consume the queue; trying again");

@@ -1,5 +1,6 @@
 //! The connection, its topology, and the publishing side: call and cast.
 
+use crate::auth::{Claimed, SigningKey};
 use crate::replies::Replies;
 use crate::{BusConfig, BusError, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
@@ -29,6 +30,8 @@ pub(crate) const CONTENT_TYPE: &str = "application/msgpack";
 #[derive(Clone)]
 pub struct Bus {
     shared: Arc<Shared>,
+    /// Signs what this handle sends and checks the replies it gets (see [`Bus::signed_by`]).
+    key: Option<Arc<SigningKey>>,
 }
 
 struct Shared {
@@ -100,7 +103,17 @@ impl Bus {
                 current: RwLock::new(Arc::new(inner)),
                 reconnecting: tokio::sync::Mutex::new(()),
             }),
+            key: None,
         })
+    }
+
+    /// The same connection, signing every message it sends with `key` and accepting only
+    /// replies signed with it: how the taskmanager talks to one guest, and a guest to all.
+    pub fn signed_by(&self, key: SigningKey) -> Bus {
+        Bus {
+            shared: self.shared.clone(),
+            key: Some(Arc::new(key)),
+        }
     }
 
     fn current(&self) -> Arc<Inner> {
@@ -220,6 +233,17 @@ impl Bus {
             Ok(Err(_)) => return Err(BusError::Closed),
             Ok(Ok(reply)) => reply,
         };
+        if let Some(key) = &self.key {
+            let signed = Claimed::from_headers(reply.headers.as_ref())
+                .is_some_and(|c| c.key_id == key.key_id && c.verify(&key.secret, &reply.body));
+            if !signed {
+                tracing::warn!(queue, method, "reply without a valid signature");
+                return Err(BusError::Protocol(format!(
+                    "{queue} answered {method} without a valid signature"
+                )));
+            }
+        }
+        let reply = Envelope::from_bytes(&reply.body)?;
         let result: Result<Resp, RemoteError> = decode(&reply.payload)?;
         result.map_err(|error| BusError::Remote {
             queue: queue.to_owned(),
@@ -283,6 +307,10 @@ impl Bus {
         properties: BasicProperties,
     ) -> Result<(), BusError> {
         let body = envelope.to_bytes()?;
+        let properties = match &self.key {
+            Some(key) => properties.with_headers(key.sign(&body)),
+            None => properties,
+        };
         let properties = properties
             .with_message_id(envelope.message_id.to_string().into())
             .with_content_type(CONTENT_TYPE.into())

@@ -51,12 +51,16 @@ pub async fn serve_until_shutdown<H: crate::Handler + Clone>(
     bus: &crate::Bus,
     queue: &str,
     handler: H,
+    verifier: Option<crate::Verifier>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let mut pause = std::time::Duration::from_millis(100);
     loop {
-        let mut server = match bus.serve(queue, handler.clone()).await {
+        let mut server = match bus
+            .serve_verified(queue, handler.clone(), verifier.clone())
+            .await
+        {
             Ok(server) => {
                 tracing::info!(queue, "serving");
                 pause = std::time::Duration::from_millis(100);

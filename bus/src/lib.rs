@@ -14,6 +14,7 @@
 //!
 //! It must not know what any method means: it moves [`ferrotrove_proto::Envelope`]s.
 
+pub mod auth;
 mod config;
 mod connection;
 pub mod daemon;
@@ -21,6 +22,7 @@ mod error;
 mod replies;
 mod serve;
 
+pub use auth::{KeyLookup, SigningKey, Verifier};
 pub use config::BusConfig;
 pub use connection::{Bus, dead_letter_name};
 pub use error::BusError;

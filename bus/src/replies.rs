@@ -1,7 +1,7 @@
 //! Replies to our calls: one direct reply-to consumer per connection, dispatching each
-//! reply to the call waiting for it by correlation id.
+//! reply to the call waiting for it by correlation id. Replies are handed over raw, with
+//! their headers, so the call can check their signature before decoding them.
 
-use ferrotrove_proto::Envelope;
 use futures::StreamExt;
 use lapin::Channel;
 use lapin::options::BasicConsumeOptions;
@@ -11,7 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-type Waiters = Arc<Mutex<HashMap<Uuid, oneshot::Sender<Envelope>>>>;
+/// A reply as it arrived.
+pub(crate) struct RawReply {
+    pub(crate) body: Vec<u8>,
+    pub(crate) headers: Option<FieldTable>,
+}
+
+type Waiters = Arc<Mutex<HashMap<Uuid, oneshot::Sender<RawReply>>>>;
 
 /// The calls waiting for a reply.
 #[derive(Clone, Default)]
@@ -23,7 +29,7 @@ pub(crate) struct Replies {
 pub(crate) struct PendingReply {
     id: Uuid,
     waiters: Waiters,
-    pub(crate) rx: oneshot::Receiver<Envelope>,
+    pub(crate) rx: oneshot::Receiver<RawReply>,
 }
 
 impl Drop for PendingReply {
@@ -32,7 +38,7 @@ impl Drop for PendingReply {
     }
 }
 
-fn lock(waiters: &Waiters) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Envelope>>> {
+fn lock(waiters: &Waiters) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<RawReply>>> {
     // The map holds no invariant a panic could break half-way.
     waiters.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -64,20 +70,22 @@ impl Replies {
                         break;
                     }
                 };
-                let envelope = match Envelope::from_bytes(&delivery.data) {
-                    Ok(e) => e,
-                    Err(error) => {
-                        tracing::warn!(%error, "dropping a malformed reply");
-                        continue;
-                    }
-                };
-                let Some(id) = envelope.correlation_id else {
-                    tracing::warn!(message_id = %envelope.message_id, "dropping a reply without correlation id");
+                let id = delivery
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .and_then(|c| c.as_str().parse::<Uuid>().ok());
+                let Some(id) = id else {
+                    tracing::warn!("dropping a reply without a correlation id");
                     continue;
                 };
-                match lock(&waiters).remove(&id) {
+                let waiter = lock(&waiters).remove(&id);
+                match waiter {
                     Some(tx) => {
-                        let _ = tx.send(envelope);
+                        let _ = tx.send(RawReply {
+                            body: delivery.data,
+                            headers: delivery.properties.headers().clone(),
+                        });
                     }
                     None => tracing::debug!(%id, "reply for a call that gave up"),
                 }

@@ -1,5 +1,6 @@
 //! The consuming side: a queue's deliveries, decoded and handed to a typed handler.
 
+use crate::auth::{SigningKey, Verifier};
 use crate::connection::{Bus, CONTENT_TYPE, declare_and_bind};
 use crate::{BusError, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
@@ -43,6 +44,9 @@ pub struct RequestContext {
     pub method: &'static str,
     /// Whether the broker delivered this message before (the consumer died before acking).
     pub redelivered: bool,
+    /// The key that signed the message, on a queue served with a [`Verifier`]: the handler
+    /// must accept only what that key may say (a guest speaks only for its own instance).
+    pub key_id: Option<Uuid>,
 }
 
 /// A running consumer. Dropping it leaves it running; [`Server::stop`] ends it.
@@ -81,6 +85,18 @@ impl Bus {
     /// Consumes the durable queue `queue` (declaring and binding it), handing each message
     /// to `handler` in a task of its own, at most `prefetch` at a time.
     pub async fn serve<H: Handler>(&self, queue: &str, handler: H) -> Result<Server, BusError> {
+        self.serve_verified(queue, handler, None).await
+    }
+
+    /// [`Bus::serve`], accepting only messages `verifier` finds signed; the rest go to the
+    /// dead-letter queue unhandled. Replies are signed with the verifier's key.
+    pub async fn serve_verified<H: Handler>(
+        &self,
+        queue: &str,
+        handler: H,
+        verifier: Option<Verifier>,
+    ) -> Result<Server, BusError> {
+        let verifier = verifier.map(Arc::new);
         let inner = self.inner().await?;
         let channel = inner.connection.create_channel().await?;
         declare_and_bind(&channel, self.exchange(), queue).await?;
@@ -106,19 +122,29 @@ impl Bus {
             while let Some(delivery) = consumer.next().await {
                 match delivery {
                     Ok(delivery) => {
-                        let (handler, channel, queue, sender, rejected) = (
+                        let (handler, channel, queue, sender, rejected, verifier) = (
                             handler.clone(),
                             reply_channel.clone(),
                             queue_name.clone(),
                             sender.clone(),
                             rejected_count.clone(),
+                            verifier.clone(),
                         );
                         tokio::spawn(async move {
                             let replier = Replier {
                                 channel: &channel,
                                 sender: &sender,
+                                key: verifier.as_deref().and_then(Verifier::reply_key),
                             };
-                            handle_delivery(&*handler, replier, &queue, delivery, &rejected).await
+                            handle_delivery(
+                                &*handler,
+                                replier,
+                                &queue,
+                                delivery,
+                                &rejected,
+                                verifier.as_deref(),
+                            )
+                            .await
                         });
                     }
                     Err(error) => {
@@ -145,8 +171,23 @@ async fn handle_delivery<H: Handler>(
     queue: &str,
     delivery: Delivery,
     rejected: &AtomicU64,
+    verifier: Option<&Verifier>,
 ) {
     let reply_to = delivery.properties.reply_to().clone();
+    let key_id = match verifier {
+        None => None,
+        Some(verifier) => match verifier
+            .check(delivery.properties.headers().as_ref(), &delivery.data)
+            .await
+        {
+            Ok(key_id) => Some(key_id),
+            Err(reason) => {
+                tracing::warn!(queue, reason, "rejecting an unauthenticated message");
+                reject(&delivery, rejected).await;
+                return;
+            }
+        },
+    };
     let envelope = match Envelope::from_bytes(&delivery.data) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -186,6 +227,7 @@ async fn handle_delivery<H: Handler>(
                         sender: envelope.sender.clone(),
                         method: request.name(),
                         redelivered: delivery.redelivered,
+                        key_id,
                     };
                     let outcome = handler.handle(request, ctx).await;
                     if let Err(error) = &outcome {
@@ -231,6 +273,7 @@ async fn handle_delivery<H: Handler>(
 struct Replier<'a> {
     channel: &'a Channel,
     sender: &'a str,
+    key: Option<&'a SigningKey>,
 }
 
 impl Replier<'_> {
@@ -243,9 +286,13 @@ impl Replier<'_> {
         let mut reply = Envelope::new(self.sender, "Reply", encode(outcome)?, now_ms());
         reply.correlation_id = Some(request.message_id);
         reply.operation_id = request.operation_id;
-        let properties = BasicProperties::default()
+        let body = reply.to_bytes()?;
+        let mut properties = BasicProperties::default()
             .with_correlation_id(request.message_id.to_string().into())
             .with_content_type(CONTENT_TYPE.into());
+        if let Some(key) = self.key {
+            properties = properties.with_headers(key.sign(&body));
+        }
         // Replies go through the default exchange, which routes `amq.rabbitmq.reply-to.*`
         // names straight to the caller's channel.
         self.channel
@@ -253,7 +300,7 @@ impl Replier<'_> {
                 "".into(),
                 reply_to,
                 BasicPublishOptions::default(),
-                &reply.to_bytes()?,
+                &body,
                 properties,
             )
             .await?;

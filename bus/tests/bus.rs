@@ -287,7 +287,7 @@ async fn a_lost_connection_fails_calls_fast_and_both_sides_reconnect() {
     let serving = tokio::spawn({
         let server_bus = server_bus.clone();
         async move {
-            ferrotrove_bus::daemon::serve_until_shutdown(&server_bus, "echo", echo, async {
+            ferrotrove_bus::daemon::serve_until_shutdown(&server_bus, "echo", echo, None, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -351,4 +351,62 @@ async fn a_lost_connection_fails_calls_fast_and_both_sides_reconnect() {
     assert_eq!(counted.load(Ordering::SeqCst), 10);
     let _ = stop_tx.send(());
     serving.await.unwrap();
+}
+
+#[tokio::test]
+async fn only_messages_signed_with_the_right_key_are_handled_and_replies_are_signed() {
+    use ferrotrove_bus::{SigningKey, Verifier};
+    use ferrotrove_proto::Secret;
+    let vhost = RabbitVhost::create();
+    let key = SigningKey {
+        key_id: uuid::Uuid::now_v7(),
+        secret: Secret::new("instance secret"),
+    };
+    let server_bus = bus(&vhost, "guest").await;
+    let server = server_bus
+        .serve_verified(
+            "guest",
+            EchoServer::default(),
+            Some(Verifier::Key(key.clone())),
+        )
+        .await
+        .unwrap();
+    let client = bus(&vhost, "taskmanager").await;
+
+    let reply: String = client
+        .signed_by(key.clone())
+        .call("guest", &Echo::Say("signed".into()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, "signed from taskmanager");
+
+    // Unsigned, or signed with another secret under the same key id: never handled.
+    let unsigned = client
+        .call::<_, String>("guest", &Echo::Say("x".into()), Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(matches!(unsigned, BusError::Timeout { .. }), "{unsigned}");
+    let forged = SigningKey {
+        key_id: key.key_id,
+        secret: Secret::new("guessed"),
+    };
+    let err = client
+        .signed_by(forged)
+        .call::<_, String>("guest", &Echo::Say("x".into()), Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Timeout { .. }), "{err}");
+    assert_eq!(server.rejected(), 2);
+
+    // A peer that does not sign its replies is not believed.
+    let _plain = server_bus
+        .serve("plain", EchoServer::default())
+        .await
+        .unwrap();
+    let err = client
+        .signed_by(key)
+        .call::<_, String>("plain", &Echo::Say("x".into()), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Protocol(_)), "{err}");
 }

@@ -7,12 +7,16 @@
 
 pub mod config;
 
-use ferrotrove_bus::{Bus, Handler, RequestContext};
+use ferrotrove_bus::{Bus, Handler, KeyLookup, RequestContext, Verifier};
+use ferrotrove_proto::Secret;
 use ferrotrove_proto::conductor::ConductorMessage;
 use ferrotrove_proto::{ErrorKind, RemoteError, queues};
 use ferrotrove_store::Store;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use tracing::Instrument;
+use uuid::Uuid;
 
 pub use config::ConductorConfig;
 
@@ -49,6 +53,26 @@ impl Handler for Conductor {
     }
 }
 
+/// Instances' secrets, from the control DB: a report is believed only when signed with
+/// the secret of a live instance.
+struct InstanceKeys {
+    store: Store,
+}
+
+impl KeyLookup for InstanceKeys {
+    fn secret(&self, key_id: Uuid) -> Pin<Box<dyn Future<Output = Option<Secret>> + Send + '_>> {
+        Box::pin(async move {
+            match self.store.instance_secret(key_id).await {
+                Ok(secret) => secret,
+                Err(error) => {
+                    tracing::warn!(%key_id, %error, "cannot read the instance's secret");
+                    None
+                }
+            }
+        })
+    }
+}
+
 /// Runs a conductor until `shutdown` resolves, riding out broker restarts.
 pub async fn run(
     config: ConductorConfig,
@@ -57,10 +81,14 @@ pub async fn run(
     let store = Store::connect(&config.store).await?;
     let bus = Bus::connect_with_retry(&config.bus, "conductor", config.startup_timeout()).await?;
     tracing::info!(exchange = %config.bus.exchange, "conductor starting");
+    let verifier = Verifier::Lookup(Arc::new(InstanceKeys {
+        store: store.clone(),
+    }));
     ferrotrove_bus::daemon::serve_until_shutdown(
         &bus,
         queues::CONDUCTOR,
         Conductor { store },
+        Some(verifier),
         shutdown,
     )
     .await;

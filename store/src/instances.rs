@@ -15,6 +15,7 @@ use crate::{Store, StoreError, is_duplicate_key, placeholders};
 use ferrotrove_proto::status::InstanceStatus;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Transaction, TxOpts, Value};
+use rand::RngCore;
 use std::collections::HashMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -176,12 +177,13 @@ async fn insert_rows(
             new.datastore_version.as_str().into(),
             new.status.as_str().into(),
             new.replica_of.map(|r| r.to_string()).into(),
+            new_secret().into(),
         ];
         let inserted = tx
             .exec_drop(
                 "INSERT INTO instances (id, tenant_id, name, flavor_id, volume_size, datastore, \
-                 datastore_version, status, replica_of, created, updated) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+                 datastore_version, status, replica_of, secret, created, updated) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
                 params,
             )
             .await;
@@ -574,4 +576,29 @@ async fn set_status_locked(
     )
     .await?;
     lock_live(tx, id).await?.ok_or_else(|| not_found(id))
+}
+
+/// A fresh message-signing secret: 32 bytes from the OS's CSPRNG, as hex.
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl Store {
+    /// The message-signing secret of a live instance, for signing what is sent to its agent
+    /// and checking what it sends.
+    pub async fn instance_secret(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<ferrotrove_proto::Secret>, StoreError> {
+        let mut conn = self.pool.get_conn().await?;
+        let secret: Option<Option<String>> = conn
+            .exec_first(
+                "SELECT secret FROM instances WHERE id = ? AND deleted_at IS NULL",
+                (id.to_string(),),
+            )
+            .await?;
+        Ok(secret.flatten().map(ferrotrove_proto::Secret::new))
+    }
 }

@@ -151,6 +151,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
                 ('9a3c5b1e-7d40-4f2a-8c61-2e5f0b9d7a01', '5.7', '4e8d2c7a-1b93-4a5f-9e06-7c3b1f2d8a11')",
         ],
     },
+    Migration {
+        version: 3,
+        statements: &[
+            // Each instance's message-signing secret (hex of 32 random bytes). Never shown
+            // by the API; handed to the instance's agent in its 0600 config.
+            "ALTER TABLE instances ADD COLUMN IF NOT EXISTS secret CHAR(64) NULL",
+        ],
+    },
 ];
 
 /// The server-wide lock name for migrating `database` (lock names are at most 64

@@ -8,7 +8,8 @@
 
 use crate::config::Timeouts;
 use crate::error::TaskError;
-use ferrotrove_bus::Bus;
+use ferrotrove_bus::{Bus, SigningKey};
+use ferrotrove_proto::Secret;
 use ferrotrove_proto::agent::{
     AgentInfo, AgentRequest, AgentResponse, AttachRequest, PrepareRequest, ReplicationUser,
     ReplicationUserName, ServerStatus, SnapshotInfo, SnapshotRequest,
@@ -37,16 +38,30 @@ fn step_operation(task: Uuid, instance_id: Uuid, request: &AgentRequest) -> Uuid
     }
 }
 
-/// Talks to one instance's agent.
+/// Talks to one instance's agent, signing with the instance's secret.
 pub struct Guest<'a> {
-    bus: &'a Bus,
+    bus: Bus,
     timeouts: &'a Timeouts,
     instance_id: Uuid,
     queue: String,
 }
 
 impl<'a> Guest<'a> {
-    pub fn new(bus: &'a Bus, timeouts: &'a Timeouts, instance_id: Uuid) -> Guest<'a> {
+    /// A guest whose messages are signed with `secret` (and whose replies must be). Only
+    /// instances made before secrets existed have none.
+    pub fn new(
+        bus: &Bus,
+        timeouts: &'a Timeouts,
+        instance_id: Uuid,
+        secret: Option<Secret>,
+    ) -> Guest<'a> {
+        let bus = match secret {
+            Some(secret) => bus.signed_by(SigningKey {
+                key_id: instance_id,
+                secret,
+            }),
+            None => bus.clone(),
+        };
         Guest {
             bus,
             timeouts,

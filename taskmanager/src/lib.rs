@@ -45,6 +45,7 @@ pub async fn run(
         timeouts: config.timeouts.clone(),
     };
     tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager starting");
-    ferrotrove_bus::daemon::serve_until_shutdown(&bus, queues::TASKMANAGER, tasks, shutdown).await;
+    ferrotrove_bus::daemon::serve_until_shutdown(&bus, queues::TASKMANAGER, tasks, None, shutdown)
+        .await;
     Ok(())
 }

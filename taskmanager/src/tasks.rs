@@ -88,8 +88,10 @@ impl<P: Provisioner> Handler for Tasks<P> {
 }
 
 impl<P: Provisioner> Tasks<P> {
-    fn guest(&self, instance_id: Uuid) -> Guest<'_> {
-        Guest::new(&self.bus, &self.timeouts, instance_id)
+    /// The agent of `instance_id`, spoken to with the instance's secret.
+    async fn guest(&self, instance_id: Uuid) -> Result<Guest<'_>, TaskError> {
+        let secret = self.store.instance_secret(instance_id).await?;
+        Ok(Guest::new(&self.bus, &self.timeouts, instance_id, secret))
     }
 
     /// Loads an instance that must be in `expected` status; `None` means the task has
@@ -152,7 +154,12 @@ impl<P: Provisioner> Tasks<P> {
         users: Vec<UserSpec>,
         read_only: bool,
     ) -> Result<Endpoint, TaskError> {
-        let endpoint = self.provisioner.provision(instance).await?;
+        let secret = self
+            .store
+            .instance_secret(instance.id)
+            .await?
+            .ok_or_else(|| TaskError::State(format!("instance {} has no secret", instance.id)))?;
+        let endpoint = self.provisioner.provision(instance, &secret).await?;
         self.store
             .set_endpoint(instance.id, &endpoint.host, endpoint.port)
             .await?;
@@ -171,6 +178,7 @@ impl<P: Provisioner> Tasks<P> {
             read_only,
         };
         self.guest(instance.id)
+            .await?
             .prepare(request)
             .await
             .map_err(|e| e.during("preparing the database server"))?;
@@ -206,7 +214,7 @@ impl<P: Provisioner> Tasks<P> {
         // One snapshot seeds every replica of the request; the replicas build meanwhile.
         // Derived from the task, so a redelivered task asks for the same snapshot.
         let snapshot_id = Uuid::new_v5(&operation_id, source_id.as_bytes());
-        let source_guest = self.guest(source_id);
+        let source_guest = self.guest(source_id).await?;
         let snapshot = source_guest.create_snapshot(snapshot_id);
         let builds = futures::future::join_all(
             replicas
@@ -267,6 +275,7 @@ impl<P: Provisioner> Tasks<P> {
             .record_replication_user(replica_id, source.id, &user.name, &user.host)
             .await?;
         self.guest(source.id)
+            .await?
             .create_replication_user(user.clone())
             .await
             .map_err(|e| {
@@ -282,7 +291,7 @@ impl<P: Provisioner> Tasks<P> {
             user: user.name.clone(),
             password: user.password.clone(),
         };
-        if let Err(error) = self.guest(replica_id).attach(request).await {
+        if let Err(error) = self.guest(replica_id).await?.attach(request).await {
             self.drop_replication_user(replica_id).await;
             return Err(error.during("attaching the replica"));
         }
@@ -304,7 +313,11 @@ impl<P: Provisioner> Tasks<P> {
             name: row.user_name.clone(),
             host: row.user_host.clone(),
         };
-        match self.guest(row.source_id).drop_replication_user(name).await {
+        let dropped = match self.guest(row.source_id).await {
+            Ok(guest) => guest.drop_replication_user(name).await,
+            Err(error) => Err(error),
+        };
+        match dropped {
             Ok(()) => {
                 if let Err(error) = self.store.forget_replication_user(replica_id).await {
                     tracing::warn!(%replica_id, %error, "cannot forget the replication user");
@@ -322,6 +335,7 @@ impl<P: Provisioner> Tasks<P> {
         };
         let outcome = async {
             self.guest(replica.id)
+                .await?
                 .detach()
                 .await
                 .map_err(|e| e.during("detaching the replica"))?;
@@ -340,7 +354,8 @@ impl<P: Provisioner> Tasks<P> {
         if instance.replica_of.is_some() {
             self.drop_replication_user(instance.id).await;
         }
-        match self.provisioner.destroy(instance.id).await {
+        let secret = self.store.instance_secret(instance.id).await?;
+        match self.provisioner.destroy(instance.id, secret).await {
             Ok(()) => {
                 self.store.mark_deleted(instance.id).await?;
                 tracing::info!(instance_id = %id, "deleted");

@@ -9,7 +9,7 @@ use super::{Endpoint, ProvisionError, Provisioner};
 use crate::config::{LocalConfig, Timeouts};
 use crate::guest::Guest;
 use ferrotrove_bus::{Bus, BusConfig};
-use ferrotrove_proto::queues;
+use ferrotrove_proto::{Secret, queues};
 use ferrotrove_store::Instance;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -31,6 +31,8 @@ pub struct LocalProvisioner {
 #[derive(Serialize, Deserialize)]
 struct AgentToml {
     instance_id: Uuid,
+    /// The instance's message-signing secret.
+    secret: Secret,
     bus: AgentBus,
     server: AgentServer,
     snapshots: AgentSnapshots,
@@ -91,7 +93,12 @@ impl LocalProvisioner {
     }
 
     /// Writes the agent's config once; later calls read the port back from it.
-    fn agent_config(&self, id: Uuid, dir: &Path) -> Result<(PathBuf, u16), ProvisionError> {
+    fn agent_config(
+        &self,
+        id: Uuid,
+        secret: &Secret,
+        dir: &Path,
+    ) -> Result<(PathBuf, u16), ProvisionError> {
         let path = dir.join("agent.toml");
         if let Ok(text) = std::fs::read_to_string(&path) {
             let existing: AgentToml = toml::from_str(&text).map_err(|e| {
@@ -102,6 +109,7 @@ impl LocalProvisioner {
         let port = free_port(&self.config.host)?;
         let agent = AgentToml {
             instance_id: id,
+            secret: secret.clone(),
             bus: AgentBus {
                 url: self.agent_bus.url.clone(),
                 exchange: self.agent_bus.exchange.clone(),
@@ -168,8 +176,14 @@ impl LocalProvisioner {
         Ok(pid)
     }
 
-    async fn wait_for_agent(&self, id: Uuid, dir: &Path, pid: u32) -> Result<(), ProvisionError> {
-        let guest = Guest::new(&self.bus, &self.timeouts, id);
+    async fn wait_for_agent(
+        &self,
+        id: Uuid,
+        secret: &Secret,
+        dir: &Path,
+        pid: u32,
+    ) -> Result<(), ProvisionError> {
+        let guest = Guest::new(&self.bus, &self.timeouts, id, Some(secret.clone()));
         let deadline = Instant::now() + self.timeouts.agent_start();
         loop {
             match guest.ping(Duration::from_secs(2)).await {
@@ -201,15 +215,19 @@ impl LocalProvisioner {
 }
 
 impl Provisioner for LocalProvisioner {
-    async fn provision(&self, instance: &Instance) -> Result<Endpoint, ProvisionError> {
+    async fn provision(
+        &self,
+        instance: &Instance,
+        secret: &Secret,
+    ) -> Result<Endpoint, ProvisionError> {
         let dir = self.instance_dir(instance.id);
         create_dir(&dir, 0o755)?;
-        let (config, port) = self.agent_config(instance.id, &dir)?;
+        let (config, port) = self.agent_config(instance.id, secret, &dir)?;
         let pid = match read_pid(&dir.join("agent.pid")).filter(|pid| process_alive(*pid)) {
             Some(pid) => pid,
             None => self.spawn_agent(&dir, &config)?,
         };
-        self.wait_for_agent(instance.id, &dir, pid).await?;
+        self.wait_for_agent(instance.id, secret, &dir, pid).await?;
         tracing::info!(instance_id = %instance.id, port, pid, "agent running");
         Ok(Endpoint {
             host: self.config.host.clone(),
@@ -217,10 +235,14 @@ impl Provisioner for LocalProvisioner {
         })
     }
 
-    async fn destroy(&self, instance_id: Uuid) -> Result<(), ProvisionError> {
+    async fn destroy(
+        &self,
+        instance_id: Uuid,
+        secret: Option<Secret>,
+    ) -> Result<(), ProvisionError> {
         let dir = self.instance_dir(instance_id);
         // Ask the agent to stop its server cleanly; whatever is left is killed below.
-        if let Err(error) = Guest::new(&self.bus, &self.timeouts, instance_id)
+        if let Err(error) = Guest::new(&self.bus, &self.timeouts, instance_id, secret)
             .shutdown()
             .await
         {

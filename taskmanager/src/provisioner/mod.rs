@@ -7,6 +7,7 @@ mod local;
 
 pub use local::LocalProvisioner;
 
+use ferrotrove_proto::Secret;
 use ferrotrove_store::Instance;
 use std::future::Future;
 use uuid::Uuid;
@@ -21,15 +22,20 @@ pub struct Endpoint {
 pub trait Provisioner: Send + Sync + 'static {
     /// Gives `instance` a host and starts its agent; returns once the agent answers.
     /// Idempotent: provisioning an instance again reuses what exists.
+    /// `secret` is the instance's message-signing secret, which its agent is given.
     fn provision(
         &self,
         instance: &Instance,
+        secret: &Secret,
     ) -> impl Future<Output = Result<Endpoint, ProvisionError>> + Send;
 
     /// Stops the instance's agent and database server and removes its data and host.
     /// Idempotent: destroying what is gone succeeds.
-    fn destroy(&self, instance_id: Uuid)
-    -> impl Future<Output = Result<(), ProvisionError>> + Send;
+    fn destroy(
+        &self,
+        instance_id: Uuid,
+        secret: Option<Secret>,
+    ) -> impl Future<Output = Result<(), ProvisionError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
