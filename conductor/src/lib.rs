@@ -33,10 +33,22 @@ impl Handler for Conductor {
     async fn handle(
         &self,
         message: ConductorMessage,
-        _ctx: RequestContext,
+        ctx: RequestContext,
     ) -> Result<(), RemoteError> {
         match message {
             ConductorMessage::Heartbeat(heartbeat) => {
+                // A guest speaks only for its own instance.
+                if ctx.key_id != Some(heartbeat.instance_id) {
+                    tracing::warn!(
+                        instance_id = %heartbeat.instance_id,
+                        signed_by = ?ctx.key_id,
+                        "ignoring a heartbeat signed by another instance's key"
+                    );
+                    return Err(RemoteError::new(
+                        ErrorKind::BadRequest,
+                        "heartbeat signed by another instance's key",
+                    ));
+                }
                 let span = tracing::debug_span!("heartbeat", instance_id = %heartbeat.instance_id, seq = heartbeat.seq);
                 let applied = self
                     .store

@@ -41,6 +41,48 @@ fn replication_users(stack: &Stack, id: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A boot id later than any real one, so a stored forgery would win the ordering guard.
+const FORGED_BOOT: &str = "ffffffff-ffff-7fff-bfff-ffffffffffff";
+
+/// Casts two heartbeats claiming that `victim`'s server is down: one signed with another
+/// instance's key (`signer`), one not signed at all.
+fn forge_heartbeats(stack: &Stack, signer: &str, victim: &str) {
+    use ferrotrove_bus::{Bus, BusConfig, SigningKey};
+    use ferrotrove_proto::agent::ServerStatus;
+    use ferrotrove_proto::conductor::{ConductorMessage, Heartbeat, HostStats};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = BusConfig {
+            url: stack.bus_url(),
+            exchange: "ferrotrove".into(),
+            ..BusConfig::default()
+        };
+        let bus = Bus::connect(&config, "intruder").await.unwrap();
+        let forged = ConductorMessage::Heartbeat(Heartbeat {
+            instance_id: victim.parse().unwrap(),
+            boot_id: FORGED_BOOT.parse().unwrap(),
+            seq: u64::MAX,
+            server: ServerStatus {
+                up: false,
+                ..ServerStatus::default()
+            },
+            host: HostStats::default(),
+        });
+        let key = SigningKey {
+            key_id: signer.parse().unwrap(),
+            secret: ferrotrove_proto::Secret::new(stack.instance_secret(signer)),
+        };
+        bus.signed_by(key)
+            .cast(ferrotrove_proto::queues::CONDUCTOR, &forged)
+            .await
+            .unwrap();
+        bus.cast(ferrotrove_proto::queues::CONDUCTOR, &forged)
+            .await
+            .unwrap();
+        bus.close().await;
+    });
+}
+
 fn port_of(instance: &Value) -> u16 {
     instance["port"]
         .as_u64()
@@ -151,6 +193,19 @@ fn replication_walkthrough() {
     )
     .unwrap();
     assert_eq!(guest, "1\t1\t1\treplica", "guest_status of s1");
+
+    // Forged reports change nothing: one signed with m1's key but about s1, one unsigned.
+    forge_heartbeats(&stack, &m1_id, &s1_id);
+    std::thread::sleep(Duration::from_secs(2));
+    let guest = sql(
+        3306,
+        "ferrotrove",
+        "ferrotrove",
+        &format!("SELECT server_up, boot_id <> '{FORGED_BOOT}' FROM `{}`.guest_status WHERE instance_id = '{s1_id}'", stack.db.name),
+    )
+    .unwrap();
+    assert_eq!(guest, "1\t1", "a forged heartbeat was stored for s1");
+    assert_eq!(stack.ftrove_json(&["show", "s1"])["status"], "ACTIVE");
 
     // What the API refuses while s1 is a replica.
     let (ok, _, err) = stack.ftrove(&["create", "s2", "7", "--size", "2", "--replica-of", "s1"]);

@@ -155,6 +155,21 @@ impl Stack {
         }
     }
 
+    /// The AMQP URL of this stack's vhost.
+    pub fn bus_url(&self) -> String {
+        self.vhost.url()
+    }
+
+    /// The message-signing secret an instance's agent was given (its 0600 agent.toml).
+    pub fn instance_secret(&self, id: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.instance_dir(id).join("agent.toml")).expect("agent.toml");
+        text.lines()
+            .find_map(|l| l.strip_prefix("secret = "))
+            .map(|v| v.trim().trim_matches('"').to_owned())
+            .expect("secret in agent.toml")
+    }
+
     /// The directory of one instance under the local provisioner.
     pub fn instance_dir(&self, id: &str) -> PathBuf {
         self.state.join("instances").join(id)
