@@ -64,6 +64,10 @@ pub struct BusSection {
     /// Mutating commands run one at a time anyway; this lets Ping and Status through.
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
+    /// The broker user is this guest's own and may declare nothing (the provisioner made the
+    /// queue). Default false.
+    #[serde(default)]
+    pub confined: bool,
 }
 
 /// `[server]`: the MariaDB server, run as a child process of the agent.

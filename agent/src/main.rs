@@ -81,6 +81,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
         url: config.bus.url.expose().to_owned(),
         exchange: config.bus.exchange.clone(),
         prefetch: config.bus.prefetch,
+        confined: config.bus.confined,
     };
     let heartbeat_interval = Duration::from_secs(config.heartbeat.interval_secs);
     let instance_id = config.instance_id;

@@ -150,6 +150,7 @@ fn bus_config(args: &Args, run_id: &str) -> BusConfig {
         url: args.url.clone(),
         exchange: format!("ftrove-bench-{run_id}"),
         prefetch: 256,
+        ..BusConfig::default()
     }
 }
 

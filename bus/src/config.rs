@@ -14,6 +14,10 @@ pub struct BusConfig {
     pub exchange: String,
     /// How many unacknowledged messages one consumer may hold at once. Default 32.
     pub prefetch: u16,
+    /// A guest's connection, whose broker user may declare nothing: the control plane
+    /// made the exchange, the dead letters and the guest's queue beforehand, and the guest
+    /// only consumes its queue and publishes. Default false.
+    pub confined: bool,
 }
 
 impl Default for BusConfig {
@@ -22,6 +26,7 @@ impl Default for BusConfig {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             exchange: "ferrotrove".to_owned(),
             prefetch: 32,
+            confined: false,
         }
     }
 }
@@ -54,6 +59,7 @@ impl fmt::Debug for BusConfig {
             .field("url", &self.redacted_url())
             .field("exchange", &self.exchange)
             .field("prefetch", &self.prefetch)
+            .field("confined", &self.confined)
             .finish()
     }
 }

@@ -65,18 +65,20 @@ impl Inner {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        channel
-            .exchange_declare(
-                config.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        declare_dead_letters(&channel, &config.exchange).await?;
+        if !config.confined {
+            channel
+                .exchange_declare(
+                    config.exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            declare_dead_letters(&channel, &config.exchange).await?;
+        }
         let replies = Replies::start(&channel).await?;
         Ok(Inner {
             connection,
@@ -147,6 +149,10 @@ impl Bus {
 
     pub(crate) fn exchange(&self) -> &str {
         &self.shared.config.exchange
+    }
+
+    pub(crate) fn confined(&self) -> bool {
+        self.shared.config.confined
     }
 
     pub(crate) fn prefetch(&self) -> u16 {
@@ -271,7 +277,8 @@ impl Bus {
     }
 
     async fn declare_on(&self, inner: &Inner, queue: &str) -> Result<(), BusError> {
-        if inner.declared().contains(queue) {
+        // A confined guest may declare nothing; the control plane declared what it uses.
+        if self.shared.config.confined || inner.declared().contains(queue) {
             return Ok(());
         }
         declare_and_bind(&inner.channel, self.exchange(), queue).await?;

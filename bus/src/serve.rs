@@ -99,7 +99,21 @@ impl Bus {
         let verifier = verifier.map(Arc::new);
         let inner = self.inner().await?;
         let channel = inner.connection.create_channel().await?;
-        declare_and_bind(&channel, self.exchange(), queue).await?;
+        if self.confined() {
+            // Made beforehand by the control plane; a missing queue is an error here.
+            channel
+                .queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+        } else {
+            declare_and_bind(&channel, self.exchange(), queue).await?;
+        }
         channel
             .basic_qos(self.prefetch(), BasicQosOptions::default())
             .await?;

@@ -70,6 +70,7 @@ async fn bus(vhost: &RabbitVhost, sender: &str) -> Bus {
         url: vhost.url(),
         exchange: "ft-test".into(),
         prefetch: 8,
+        ..BusConfig::default()
     };
     Bus::connect(&config, sender)
         .await

@@ -26,6 +26,12 @@ done
 for f in "$DEV"/local/instances/*/agent.pid; do [ -e "$f" ] && stop_pid "$f"; done
 find "$DEV/local/instances" -name '*.pid' ! -name agent.pid 2>/dev/null | while read -r f; do stop_pid "$f"; done
 n=$(ls "$DEV/local/instances" 2>/dev/null | wc -l)
+# Each instance's own broker user (ftga-<id without dashes>) outlives the vhost.
+for d in "$DEV"/local/instances/*/; do
+  [ -d "$d" ] || continue
+  id=$(basename "$d")
+  rabbitmqctl -q delete_user "ftga-${id//-/}" >/dev/null 2>&1 || true
+done
 rm -rf "$DEV/local"
 mariadb -h 127.0.0.1 -u ferrotrove -pferrotrove -e 'DROP DATABASE IF EXISTS ferrotrove_dev' 2>/dev/null
 rabbitmqctl -q delete_vhost ferrotrove-dev >/dev/null 2>&1 || true

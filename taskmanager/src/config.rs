@@ -48,6 +48,10 @@ pub struct LocalConfig {
     pub max_buffer_pool_mb: u64,
     /// The system user the database servers run as. Default `mysql`.
     pub mysqld_user: String,
+    /// Give each agent a RabbitMQ user of its own (made with `rabbitmqctl`, so the broker
+    /// must run on this host) that may only consume its queue and report. Default true;
+    /// false hands agents the control plane's broker credentials.
+    pub broker_users: bool,
 }
 
 /// Seconds each kind of agent call may take.
@@ -92,6 +96,7 @@ impl Default for LocalConfig {
             heartbeat_interval_secs: 5,
             max_buffer_pool_mb: 256,
             mysqld_user: "mysql".to_owned(),
+            broker_users: true,
         }
     }
 }

@@ -83,6 +83,58 @@ fn forge_heartbeats(stack: &Stack, signer: &str, victim: &str) {
     });
 }
 
+/// The agent's broker user is its own, and may neither read nor write the taskmanager's
+/// queue.
+fn guest_is_confined(stack: &Stack, id: &str) {
+    use ferrotrove_bus::{Bus, BusConfig};
+    let url = stack.agent_bus_url(id);
+    let user = format!("ftga-{}", id.replace('-', ""));
+    assert!(
+        url.starts_with(&format!("amqp://{user}:")),
+        "the agent does not use its own broker user"
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = BusConfig {
+            url,
+            exchange: "ferrotrove".into(),
+            confined: true,
+            ..BusConfig::default()
+        };
+        let bus = Bus::connect(&config, "guest")
+            .await
+            .expect("the guest's user can connect");
+        struct Nothing;
+        impl ferrotrove_bus::Handler for Nothing {
+            type Request = ferrotrove_proto::taskmanager::TaskRequest;
+            type Response = ();
+            async fn handle(
+                &self,
+                _: Self::Request,
+                _: ferrotrove_bus::RequestContext,
+            ) -> Result<(), ferrotrove_proto::RemoteError> {
+                Ok(())
+            }
+        }
+        assert!(
+            bus.serve(ferrotrove_proto::queues::TASKMANAGER, Nothing)
+                .await
+                .is_err(),
+            "a guest consumed the taskmanager queue"
+        );
+        let forged = ferrotrove_proto::taskmanager::TaskRequest::DeleteInstance {
+            instance_id: id.parse().unwrap(),
+        };
+        assert!(
+            bus.cast(ferrotrove_proto::queues::TASKMANAGER, &forged)
+                .await
+                .is_err(),
+            "a guest published to the taskmanager"
+        );
+        bus.close().await;
+    });
+}
+
 fn port_of(instance: &Value) -> u16 {
     instance["port"]
         .as_u64()
@@ -184,15 +236,18 @@ fn replication_walkthrough() {
         "one replication user for s1 on m1"
     );
 
-    // The conductor stored heartbeats: the replica reports itself read-only, a replica.
-    let guest = sql(
-        3306,
-        "ferrotrove",
-        "ferrotrove",
-        &format!("SELECT seq > 0, server_up, read_only, role FROM `{}`.guest_status WHERE instance_id = '{s1_id}'", stack.db.name),
-    )
-    .unwrap();
-    assert_eq!(guest, "1\t1\t1\treplica", "guest_status of s1");
+    // The conductor stores heartbeats: the replica reports itself up, read-only, a replica
+    // (within a few heartbeats: one sent during the restore may still say otherwise).
+    let query = format!(
+        "SELECT seq > 0, server_up, read_only, role FROM `{}`.guest_status WHERE instance_id = '{s1_id}'",
+        stack.db.name
+    );
+    let mut guest = String::new();
+    let reported = eventually(Duration::from_secs(10), || {
+        guest = sql(3306, "ferrotrove", "ferrotrove", &query).unwrap_or_default();
+        guest == "1\t1\t1\treplica"
+    });
+    assert!(reported, "guest_status of s1: {guest}");
 
     // Forged reports change nothing: one signed with m1's key but about s1, one unsigned.
     forge_heartbeats(&stack, &m1_id, &s1_id);
@@ -206,6 +261,9 @@ fn replication_walkthrough() {
     .unwrap();
     assert_eq!(guest, "1\t1", "a forged heartbeat was stored for s1");
     assert_eq!(stack.ftrove_json(&["show", "s1"])["status"], "ACTIVE");
+
+    // s1's agent has a broker user of its own, confined to its queue and to reporting.
+    guest_is_confined(&stack, &s1_id);
 
     // What the API refuses while s1 is a replica.
     let (ok, _, err) = stack.ftrove(&["create", "s2", "7", "--size", "2", "--replica-of", "s1"]);

@@ -5,7 +5,7 @@
 //! and `<state_dir>/snapshots/` shared by all agents as the snapshot store. Agents run in
 //! their own process group, so stopping the taskmanager leaves instances serving.
 
-use super::{Endpoint, ProvisionError, Provisioner};
+use super::{Endpoint, ProvisionError, Provisioner, broker_users};
 use crate::config::{LocalConfig, Timeouts};
 use crate::guest::Guest;
 use ferrotrove_bus::{Bus, BusConfig};
@@ -43,6 +43,7 @@ struct AgentToml {
 struct AgentBus {
     url: String,
     exchange: String,
+    confined: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,7 +94,7 @@ impl LocalProvisioner {
     }
 
     /// Writes the agent's config once; later calls read the port back from it.
-    fn agent_config(
+    async fn agent_config(
         &self,
         id: Uuid,
         secret: &Secret,
@@ -107,13 +108,11 @@ impl LocalProvisioner {
             return Ok((path, existing.server.port));
         }
         let port = free_port(&self.config.host)?;
+        let bus = self.agent_bus(id).await?;
         let agent = AgentToml {
             instance_id: id,
             secret: secret.clone(),
-            bus: AgentBus {
-                url: self.agent_bus.url.clone(),
-                exchange: self.agent_bus.exchange.clone(),
-            },
+            bus,
             server: AgentServer {
                 base_dir: dir.to_owned(),
                 port,
@@ -144,6 +143,33 @@ impl LocalProvisioner {
             .map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         Ok((path, port))
+    }
+
+    /// How the agent reaches the broker: with a user of its own that may only consume its
+    /// queue (made here, beforehand) and report, or, with `broker_users` off, with the
+    /// control plane's own credentials (a development set-up).
+    async fn agent_bus(&self, id: Uuid) -> Result<AgentBus, ProvisionError> {
+        let exchange = self.agent_bus.exchange.clone();
+        if !self.config.broker_users {
+            return Ok(AgentBus {
+                url: self.agent_bus.url.clone(),
+                exchange,
+                confined: false,
+            });
+        }
+        self.bus
+            .declare_queue(&queues::guest(id))
+            .await
+            .map_err(|e| ProvisionError::Other(format!("cannot make the guest queue: {e}")))?;
+        let vhost = broker_users::vhost_of(&self.agent_bus.url);
+        let password = broker_users::create(&vhost, &exchange, id).await?;
+        let url =
+            broker_users::with_user(&self.agent_bus.url, &broker_users::user_name(id), &password);
+        Ok(AgentBus {
+            url,
+            exchange,
+            confined: true,
+        })
     }
 
     fn spawn_agent(&self, dir: &Path, config: &Path) -> Result<u32, ProvisionError> {
@@ -222,7 +248,7 @@ impl Provisioner for LocalProvisioner {
     ) -> Result<Endpoint, ProvisionError> {
         let dir = self.instance_dir(instance.id);
         create_dir(&dir, 0o755)?;
-        let (config, port) = self.agent_config(instance.id, secret, &dir)?;
+        let (config, port) = self.agent_config(instance.id, secret, &dir).await?;
         let pid = match read_pid(&dir.join("agent.pid")).filter(|pid| process_alive(*pid)) {
             Some(pid) => pid,
             None => self.spawn_agent(&dir, &config)?,
@@ -258,6 +284,9 @@ impl Provisioner for LocalProvisioner {
         }
         if let Err(error) = self.bus.delete_queue(&queues::guest(instance_id)).await {
             tracing::warn!(%instance_id, %error, "could not delete the guest queue");
+        }
+        if self.config.broker_users {
+            broker_users::delete(instance_id).await;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! One trait, one implementation per kind of host: `local` (agent processes on this host)
 //! today; pools of pre-built hosts and cloud APIs later.
 
+mod broker_users;
 mod local;
 
 pub use local::LocalProvisioner;

@@ -170,6 +170,16 @@ impl Stack {
             .expect("secret in agent.toml")
     }
 
+    /// The broker URL an instance's agent was given (its 0600 agent.toml).
+    pub fn agent_bus_url(&self, id: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.instance_dir(id).join("agent.toml")).expect("agent.toml");
+        text.lines()
+            .find_map(|l| l.strip_prefix("url = "))
+            .map(|v| v.trim().trim_matches('"').to_owned())
+            .expect("bus url in agent.toml")
+    }
+
     /// The directory of one instance under the local provisioner.
     pub fn instance_dir(&self, id: &str) -> PathBuf {
         self.state.join("instances").join(id)
@@ -197,6 +207,19 @@ impl Drop for Stack {
             }
         }
         kill_processes_under(&self.state);
+        // Broker users outlive vhosts: remove those of instances a failed test left behind.
+        for entry in std::fs::read_dir(self.state.join("instances"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(id) = entry.file_name().to_string_lossy().parse::<uuid::Uuid>() {
+                let _ = ferrotrove_tests::rabbitmqctl(&[
+                    "delete_user",
+                    &format!("ftga-{}", id.simple()),
+                ]);
+            }
+        }
     }
 }
 
