@@ -87,23 +87,38 @@ pub enum Verifier {
     /// Only messages signed with the key they name, as `lookup` knows it (the conductor);
     /// the handler learns the key id and checks that the message is about that instance.
     Lookup(Arc<dyn KeyLookup>),
+    /// Only messages published by one of these broker users (the control plane's own): the
+    /// broker checks the `user-id` property every publisher sets against its login, so a
+    /// guest, whose broker user is its own, cannot pass for one. The taskmanager's queue.
+    Publishers(Arc<[String]>),
 }
 
 impl Verifier {
-    /// The key id that signed `body`, when the signature is good.
+    /// The key id that signed `body`, when the signature is good (`None` for
+    /// [`Verifier::Publishers`], which checks who published instead).
     pub(crate) async fn check(
         &self,
-        headers: Option<&FieldTable>,
+        properties: &lapin::BasicProperties,
         body: &[u8],
-    ) -> Result<Uuid, &'static str> {
+    ) -> Result<Option<Uuid>, &'static str> {
+        if let Verifier::Publishers(users) = self {
+            let user = properties.user_id().as_ref().map(|u| u.as_str());
+            return match user {
+                Some(user) if users.iter().any(|u| u == user) => Ok(None),
+                Some(_) => Err("published by a broker user that is not trusted here"),
+                None => Err("published without a user id"),
+            };
+        }
+        let headers = properties.headers().as_ref();
         let claimed = Claimed::from_headers(headers).ok_or("missing or malformed signature")?;
         let secret = match self {
             Verifier::Key(key) if key.key_id == claimed.key_id => Some(key.secret.clone()),
             Verifier::Key(_) => None,
             Verifier::Lookup(lookup) => lookup.secret(claimed.key_id).await,
+            Verifier::Publishers(_) => None,
         };
         match secret {
-            Some(secret) if claimed.verify(&secret, body) => Ok(claimed.key_id),
+            Some(secret) if claimed.verify(&secret, body) => Ok(Some(claimed.key_id)),
             Some(_) => Err("bad signature"),
             None => Err("signed with an unknown key"),
         }
@@ -113,7 +128,7 @@ impl Verifier {
     pub(crate) fn reply_key(&self) -> Option<&SigningKey> {
         match self {
             Verifier::Key(key) => Some(key),
-            Verifier::Lookup(_) => None,
+            Verifier::Lookup(_) | Verifier::Publishers(_) => None,
         }
     }
 }

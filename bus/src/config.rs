@@ -32,6 +32,20 @@ impl Default for BusConfig {
 }
 
 impl BusConfig {
+    /// The broker user of the URL (`guest` when it names none): what the broker checks
+    /// the `user-id` property of everything this process publishes against.
+    pub fn user(&self) -> String {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        match authority.rsplit_once('@') {
+            Some((userinfo, _)) => userinfo.split(':').next().unwrap_or("guest").to_owned(),
+            None => "guest".to_owned(),
+        }
+    }
+
     /// The URL without its password, for logs.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)

@@ -319,6 +319,9 @@ impl Bus {
             None => properties,
         };
         let properties = properties
+            // The broker refuses a user id other than the publisher's login, so consumers
+            // can trust it (see `Verifier::Publishers`).
+            .with_user_id(self.shared.config.user().into())
             .with_message_id(envelope.message_id.to_string().into())
             .with_content_type(CONTENT_TYPE.into())
             .with_type(envelope.method.as_str().into());

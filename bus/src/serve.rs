@@ -190,11 +190,8 @@ async fn handle_delivery<H: Handler>(
     let reply_to = delivery.properties.reply_to().clone();
     let key_id = match verifier {
         None => None,
-        Some(verifier) => match verifier
-            .check(delivery.properties.headers().as_ref(), &delivery.data)
-            .await
-        {
-            Ok(key_id) => Some(key_id),
+        Some(verifier) => match verifier.check(&delivery.properties, &delivery.data).await {
+            Ok(key_id) => key_id,
             Err(reason) => {
                 tracing::warn!(queue, reason, "rejecting an unauthenticated message");
                 reject(&delivery, rejected).await;

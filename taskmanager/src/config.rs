@@ -22,6 +22,10 @@ pub struct TaskmanagerConfig {
     pub timeouts: Timeouts,
     /// How long to keep trying to reach the broker at start, in seconds. Default 60.
     pub startup_timeout_secs: u64,
+    /// The broker users whose tasks are taken (the API's). Anything else on the
+    /// `taskmanager` queue (a guest publishing through the default exchange) is
+    /// dead-lettered. Default: the taskmanager's own broker user only.
+    pub trusted_publishers: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -83,6 +87,7 @@ impl Default for TaskmanagerConfig {
             local: LocalConfig::default(),
             timeouts: Timeouts::default(),
             startup_timeout_secs: 60,
+            trusted_publishers: Vec::new(),
         }
     }
 }
@@ -154,6 +159,15 @@ impl TaskmanagerConfig {
             return Err("local.host must not be empty".into());
         }
         Ok(())
+    }
+
+    /// Who may publish tasks: `trusted_publishers`, or the taskmanager's own broker user.
+    pub fn task_publishers(&self) -> Vec<String> {
+        if self.trusted_publishers.is_empty() {
+            vec![self.bus.user()]
+        } else {
+            self.trusted_publishers.clone()
+        }
     }
 
     pub fn startup_timeout(&self) -> Duration {

@@ -15,7 +15,7 @@ pub use config::TaskmanagerConfig;
 pub use error::TaskError;
 
 use config::ProvisionerKind;
-use ferrotrove_bus::Bus;
+use ferrotrove_bus::{Bus, Verifier};
 use ferrotrove_proto::queues;
 use ferrotrove_store::Store;
 use provisioner::LocalProvisioner;
@@ -45,7 +45,13 @@ pub async fn run(
         timeouts: config.timeouts.clone(),
     };
     tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager starting");
-    ferrotrove_bus::daemon::serve_until_shutdown(&bus, queues::TASKMANAGER, tasks, None, shutdown)
-        .await;
+    ferrotrove_bus::daemon::serve_until_shutdown(
+        &bus,
+        queues::TASKMANAGER,
+        tasks,
+        Some(Verifier::Publishers(config.task_publishers().into())),
+        shutdown,
+    )
+    .await;
     Ok(())
 }

@@ -132,7 +132,65 @@ fn guest_is_confined(stack: &Stack, id: &str) {
             "a guest published to the taskmanager"
         );
         bus.close().await;
+        // The default exchange, which the guest needs for its replies, does reach the
+        // taskmanager's queue; the taskmanager dead-letters what its own users did not publish.
+        let dead_letters = || async {
+            let admin = lapin::Connection::connect(&stack.bus_url(), Default::default())
+                .await
+                .unwrap();
+            let channel = admin.create_channel().await.unwrap();
+            let options = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let queue = channel
+                .queue_declare("ferrotrove.dead".into(), options, Default::default())
+                .await
+                .unwrap();
+            admin.close(200, "bye".into()).await.unwrap();
+            queue.message_count()
+        };
+        let before = dead_letters().await;
+        let connection = lapin::Connection::connect(&stack.agent_bus_url(id), Default::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let body = ferrotrove_proto::Envelope::new(
+            "guest",
+            "DeleteInstance",
+            ferrotrove_proto::envelope::encode(&forged).unwrap(),
+            0,
+        )
+        .to_bytes()
+        .unwrap();
+        channel
+            .basic_publish(
+                "".into(),
+                ferrotrove_proto::queues::TASKMANAGER.into(),
+                Default::default(),
+                &body,
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        connection.close(200, "bye".into()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while dead_letters().await == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            dead_letters().await,
+            before + 1,
+            "the taskmanager took a task from a guest"
+        );
     });
+    assert_eq!(
+        stack.ftrove_json(&["show", id])["status"],
+        "ACTIVE",
+        "a guest's forged task ran"
+    );
 }
 
 fn port_of(instance: &Value) -> u16 {
