@@ -34,8 +34,8 @@ fn mac(secret: &Secret, body: &[u8]) -> Hmac<Sha256> {
 }
 
 impl SigningKey {
-    /// The headers that authenticate `body`.
-    pub(crate) fn sign(&self, body: &[u8]) -> FieldTable {
+    /// The headers that authenticate `body` (the bus adds them to what it publishes).
+    pub fn sign(&self, body: &[u8]) -> FieldTable {
         let tag = hex::encode(mac(&self.secret, body).finalize().into_bytes());
         let mut headers = FieldTable::default();
         headers.insert(SIGNATURE_HEADER.into(), AMQPValue::LongString(tag.into()));

@@ -26,7 +26,7 @@ pub use auth::{KeyLookup, SigningKey, Verifier};
 pub use config::BusConfig;
 pub use connection::{Bus, dead_letter_name};
 pub use error::BusError;
-pub use serve::{Handler, RequestContext, Server};
+pub use serve::{Handler, MAX_MESSAGE_BYTES, RequestContext, Server};
 
 /// Milliseconds since the Unix epoch by this host's clock.
 fn now_ms() -> i64 {

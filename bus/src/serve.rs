@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// The largest message a consumer looks at; every real one is a few KiB at most.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 /// A service's answer to its methods.
 pub trait Handler: Send + Sync + 'static {
     type Request: Method;
@@ -188,6 +191,15 @@ async fn handle_delivery<H: Handler>(
     verifier: Option<&Verifier>,
 ) {
     let reply_to = delivery.properties.reply_to().clone();
+    if delivery.data.len() > MAX_MESSAGE_BYTES {
+        tracing::warn!(
+            queue,
+            bytes = delivery.data.len(),
+            "rejecting an oversized message"
+        );
+        reject(&delivery, rejected).await;
+        return;
+    }
     let key_id = match verifier {
         None => None,
         Some(verifier) => match verifier.check(&delivery.properties, &delivery.data).await {
