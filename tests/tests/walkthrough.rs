@@ -390,3 +390,85 @@ fn replication_walkthrough() {
         "{listed}"
     );
 }
+
+#[test]
+fn two_replicas_from_one_snapshot() {
+    let stack = Stack::start();
+    stack.ftrove_ok(&[
+        "create",
+        "m1",
+        "7",
+        "--size",
+        "2",
+        "--databases",
+        "appdb",
+        "--users",
+        "app:apppass",
+        "--wait",
+    ]);
+    let m1 = stack.ftrove_json(&["show", "m1"]);
+    let (m1_id, m1_port) = (id_of(&m1), port_of(&m1));
+    app_sql(
+        m1_port,
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(32))",
+    )
+    .unwrap();
+    app_sql(
+        m1_port,
+        "INSERT INTO t SELECT seq, 'before' FROM seq_1_to_50",
+    )
+    .unwrap();
+
+    stack.ftrove_ok(&[
+        "create",
+        "r",
+        "7",
+        "--replica-of",
+        "m1",
+        "--replica-count",
+        "2",
+        "--wait",
+    ]);
+    let replicas: Vec<Value> = ["r-1", "r-2"]
+        .iter()
+        .map(|name| stack.ftrove_json(&["show", name]))
+        .collect();
+    app_sql(
+        m1_port,
+        "INSERT INTO t SELECT seq, 'after' FROM seq_51_to_60",
+    )
+    .unwrap();
+    for replica in &replicas {
+        assert_eq!(replica["status"], "ACTIVE", "{replica}");
+        assert_eq!(replica["replica_of"]["id"], m1_id.as_str(), "{replica}");
+        let port = port_of(replica);
+        assert!(
+            eventually(Duration::from_secs(15), || count(port) == 60),
+            "{} has {} rows",
+            replica["name"],
+            count(port)
+        );
+    }
+    assert_eq!(
+        replication_users(&stack, &m1_id).lines().count(),
+        2,
+        "one replication user per replica"
+    );
+    let left = std::fs::read_dir(stack.state.join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        left, 0,
+        "the snapshot is deleted once both replicas are attached"
+    );
+
+    for replica in &replicas {
+        stack.ftrove_ok(&["delete", replica["id"].as_str().unwrap(), "--wait"]);
+    }
+    assert_eq!(
+        replication_users(&stack, &m1_id),
+        "",
+        "deleting replicas drops their replication users"
+    );
+    stack.ftrove_ok(&["delete", "m1", "--wait"]);
+}
