@@ -66,7 +66,7 @@ pub async fn run(reporter: &Reporter, instance: &Instance, bus: &Bus, interval: 
         let heartbeat = reporter.next(status::read(instance).await);
         let seq = heartbeat.seq;
         match bus
-            .cast(queues::CONDUCTOR, &ConductorMessage::Heartbeat(heartbeat))
+            .cast_transient(queues::CONDUCTOR, &ConductorMessage::Heartbeat(heartbeat))
             .await
         {
             Ok(()) => tracing::debug!(seq, "heartbeat sent"),

@@ -234,37 +234,10 @@ async fn run_all(args: Args) -> anyhow::Result<()> {
     }
     let window_rate = total as f64 / started.elapsed().as_secs_f64();
 
-    // Casts with confirms, a window in flight, timed until the server has them all.
-    call(&bus, &q, &BenchRequest::Reset).await?;
-    let started_ms = epoch_ms();
-    let started = Instant::now();
-    let mut casts = futures::stream::iter((0..args.casts).map(|_| {
-        let (bus, q) = (bus.clone(), q.clone());
-        async move { bus.cast(&q, &BenchRequest::Count).await }
-    }))
-    .buffer_unordered(args.cast_window);
-    while let Some(r) = casts.next().await {
-        r?;
-    }
-    let sent = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let received = loop {
-        let s = stats(&bus, &q).await?;
-        if s.casts as usize >= args.casts {
-            break s;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the server received only {} of {} casts",
-                s.casts,
-                args.casts
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let cast_secs = (received.last_ms.saturating_sub(started_ms)) as f64 / 1000.0;
-    let cast_rate = args.casts as f64 / cast_secs.max(sent.as_secs_f64());
-    let rss_after = received.rss_kib;
+    // Casts with confirms, a window in flight, timed until the server has them all:
+    // persistent (commands, results) and transient (heartbeats).
+    let (cast_rate, rss_after) = measure_casts(&bus, &q, &args, false).await?;
+    let (transient_rate, _) = measure_casts(&bus, &q, &args, true).await?;
 
     bus.delete_queue(&q).await.ok();
     bus.close().await;
@@ -287,9 +260,10 @@ async fn run_all(args: Args) -> anyhow::Result<()> {
         args.window
     );
     println!(
-        "  casts, confirms   {cast_rate:.0} casts/s received   ({} casts, {} in flight)",
+        "  casts, confirms   {cast_rate:.0} casts/s received   ({} persistent casts, {} in flight)",
         args.casts, args.cast_window
     );
+    println!("  transient casts   {transient_rate:.0} casts/s received   (as heartbeats are sent)");
     println!(
         "  server RSS        {:.1} MiB idle, {:.1} MiB after",
         rss_idle as f64 / 1024.0,
@@ -302,12 +276,57 @@ async fn run_all(args: Args) -> anyhow::Result<()> {
         "impl": "ferrotrove",
         "call_p50_ms": p50, "call_p99_ms": p99, "calls_per_s": seq_rate,
         "window": args.window, "window_calls_per_s": window_rate,
-        "casts_confirmed_per_s": cast_rate, "cast_window": args.cast_window,
+        "casts_confirmed_per_s": cast_rate, "transient_casts_confirmed_per_s": transient_rate, "cast_window": args.cast_window,
         "server_rss_idle_kib": rss_idle, "server_rss_after_kib": rss_after,
         "agent_rss_idle_kib": agent_rss,
     });
     println!("{json}");
     Ok(())
+}
+
+/// Sends `args.casts` confirmed casts with `args.cast_window` in flight and returns the rate
+/// at which the server received them, and its RSS after.
+async fn measure_casts(
+    bus: &Bus,
+    q: &str,
+    args: &Args,
+    transient: bool,
+) -> anyhow::Result<(f64, u64)> {
+    call(bus, q, &BenchRequest::Reset).await?;
+    let started_ms = epoch_ms();
+    let started = Instant::now();
+    let mut casts = futures::stream::iter((0..args.casts).map(|_| async move {
+        if transient {
+            bus.cast_transient(q, &BenchRequest::Count).await
+        } else {
+            bus.cast(q, &BenchRequest::Count).await
+        }
+    }))
+    .buffer_unordered(args.cast_window);
+    while let Some(r) = casts.next().await {
+        r?;
+    }
+    let sent = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let received = loop {
+        let s = stats(bus, q).await?;
+        if s.casts as usize >= args.casts {
+            break s;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the server received only {} of {} casts",
+                s.casts,
+                args.casts
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let secs = (received.last_ms.saturating_sub(started_ms)) as f64 / 1000.0;
+    Ok((
+        args.casts as f64 / secs.max(sent.as_secs_f64()),
+        received.rss_kib,
+    ))
 }
 
 /// Starts a real `ftrove-agent` with no database server prepared, lets it connect, serve

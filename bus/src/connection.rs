@@ -259,13 +259,37 @@ impl Bus {
     }
 
     /// Sends `message` to `queue` without waiting for an answer, once the broker has
-    /// confirmed it holds the message. The queue is declared (durable) if it does not
+    /// confirmed it holds the message, persistently (it survives a broker restart). The queue is declared (durable) if it does not
     /// exist yet, so a cast to a service that has not started yet waits for it.
     pub async fn cast<M: Method>(&self, queue: &str, message: &M) -> Result<(), BusError> {
+        self.cast_with(
+            queue,
+            message,
+            BasicProperties::default().with_delivery_mode(PERSISTENT),
+        )
+        .await
+    }
+
+    /// [`Bus::cast`] for what may be lost in a broker restart because the next one replaces
+    /// it (heartbeats): confirmed like any cast, but kept in the broker's memory only.
+    pub async fn cast_transient<M: Method>(
+        &self,
+        queue: &str,
+        message: &M,
+    ) -> Result<(), BusError> {
+        self.cast_with(queue, message, BasicProperties::default())
+            .await
+    }
+
+    async fn cast_with<M: Method>(
+        &self,
+        queue: &str,
+        message: &M,
+        properties: BasicProperties,
+    ) -> Result<(), BusError> {
         let inner = self.inner().await?;
         self.declare_on(&inner, queue).await?;
         let envelope = Envelope::new(self.sender(), message.name(), encode(message)?, now_ms());
-        let properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
         self.publish(&inner, queue, &envelope, properties).await
     }
 
