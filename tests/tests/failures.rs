@@ -9,19 +9,7 @@ use std::time::Duration;
 #[test]
 fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_keeps_serving() {
     let stack = Stack::start();
-    stack.ftrove_ok(&[
-        "create",
-        "m1",
-        "7",
-        "--size",
-        "2",
-        "--databases",
-        "appdb",
-        "--users",
-        "app:apppass",
-        "--wait",
-    ]);
-    let m1 = stack.ftrove_json(&["show", "m1"]);
+    let m1 = stack.create_source("m1");
     let (m1_id, m1_port) = (
         m1["id"].as_str().unwrap().to_owned(),
         m1["port"].as_u64().unwrap(),

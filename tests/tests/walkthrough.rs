@@ -215,19 +215,7 @@ fn replication_walkthrough() {
     );
 
     // The source, with a database and an application user.
-    stack.ftrove_ok(&[
-        "create",
-        "m1",
-        "7",
-        "--size",
-        "2",
-        "--databases",
-        "appdb",
-        "--users",
-        "app:apppass",
-        "--wait",
-    ]);
-    let m1 = stack.ftrove_json(&["show", "m1"]);
+    let m1 = stack.create_source("m1");
     assert_eq!(m1["status"], "ACTIVE", "{m1}");
     let (m1_id, m1_port) = (id_of(&m1), port_of(&m1));
     let listed = stack.ftrove_ok(&["list"]);
@@ -394,19 +382,7 @@ fn replication_walkthrough() {
 #[test]
 fn two_replicas_from_one_snapshot() {
     let stack = Stack::start();
-    stack.ftrove_ok(&[
-        "create",
-        "m1",
-        "7",
-        "--size",
-        "2",
-        "--databases",
-        "appdb",
-        "--users",
-        "app:apppass",
-        "--wait",
-    ]);
-    let m1 = stack.ftrove_json(&["show", "m1"]);
+    let m1 = stack.create_source("m1");
     let (m1_id, m1_port) = (id_of(&m1), port_of(&m1));
     app_sql(
         m1_port,

@@ -180,6 +180,24 @@ impl Stack {
             .expect("bus url in agent.toml")
     }
 
+    /// Creates a source `name` with database `appdb` and user `app` (password `apppass`),
+    /// waits until it is ACTIVE, and returns what `ftrove show` says of it.
+    pub fn create_source(&self, name: &str) -> Value {
+        self.ftrove_ok(&[
+            "create",
+            name,
+            "7",
+            "--size",
+            "2",
+            "--databases",
+            "appdb",
+            "--users",
+            "app:apppass",
+            "--wait",
+        ]);
+        self.ftrove_json(&["show", name])
+    }
+
     /// The directory of one instance under the local provisioner.
     pub fn instance_dir(&self, id: &str) -> PathBuf {
         self.state.join("instances").join(id)
