@@ -12,6 +12,7 @@ use ferrotrove_proto::Secret;
 use ferrotrove_proto::conductor::ConductorMessage;
 use ferrotrove_proto::{ErrorKind, RemoteError, queues};
 use ferrotrove_store::Store;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -66,16 +67,40 @@ impl Handler for Conductor {
 }
 
 /// Instances' secrets, from the control DB: a report is believed only when signed with
-/// the secret of a live instance.
+/// the secret of a live instance. An instance's secret never changes, so each is read once
+/// (a deleted instance's reports still fail: the store ignores them).
 struct InstanceKeys {
     store: Store,
+    known: std::sync::Mutex<HashMap<Uuid, Secret>>,
+}
+
+/// How many secrets are kept before the cache starts again from empty.
+const KNOWN_SECRETS: usize = 100_000;
+
+impl InstanceKeys {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Secret>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl KeyLookup for InstanceKeys {
     fn secret(&self, key_id: Uuid) -> Pin<Box<dyn Future<Output = Option<Secret>> + Send + '_>> {
         Box::pin(async move {
+            if let Some(secret) = self.known().get(&key_id) {
+                return Some(secret.clone());
+            }
             match self.store.instance_secret(key_id).await {
-                Ok(secret) => secret,
+                Ok(Some(secret)) => {
+                    let mut known = self.known();
+                    if known.len() >= KNOWN_SECRETS {
+                        known.clear();
+                    }
+                    known.insert(key_id, secret.clone());
+                    Some(secret)
+                }
+                Ok(None) => None,
                 Err(error) => {
                     tracing::warn!(%key_id, %error, "cannot read the instance's secret");
                     None
@@ -95,6 +120,7 @@ pub async fn run(
     tracing::info!(exchange = %config.bus.exchange, "conductor starting");
     let verifier = Verifier::Lookup(Arc::new(InstanceKeys {
         store: store.clone(),
+        known: Default::default(),
     }));
     ferrotrove_bus::daemon::serve_until_shutdown(
         &bus,
