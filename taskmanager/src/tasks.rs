@@ -177,8 +177,7 @@ impl<P: Provisioner> Tasks<P> {
             users,
             read_only,
         };
-        self.guest(instance.id)
-            .await?
+        Guest::new(&self.bus, &self.timeouts, instance.id, Some(secret))
             .prepare(request)
             .await
             .map_err(|e| e.during("preparing the database server"))?;

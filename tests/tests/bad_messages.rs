@@ -64,10 +64,7 @@ fn bad_messages_are_dead_lettered_and_change_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
-    let key = SigningKey {
-        key_id: id.parse().unwrap(),
-        secret: Secret::new(stack.instance_secret(&id)),
-    };
+    let key = stack.signing_key(&id);
     let status_query = format!(
         "SELECT server_up, boot_id FROM `{}`.guest_status WHERE instance_id = '{id}'",
         stack.db.name

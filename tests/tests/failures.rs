@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::{Stack, eventually, sql};
-use std::time::Duration;
+use common::{Stack, sql};
 
 #[test]
 fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_keeps_serving() {
@@ -24,16 +23,7 @@ fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_kee
     .expect("write to m1");
 
     // The source's agent dies (its database server keeps running).
-    let pid: i32 = std::fs::read_to_string(stack.instance_dir(&m1_id).join("agent.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: killing a process this test's stack started.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    assert!(eventually(Duration::from_secs(5), || {
-        !ferrotrove_tests::process_alive(pid)
-    }));
+    stack.kill_agent(&m1_id);
 
     // Its heartbeat is still fresh, so the API accepts the replica; the snapshot step fails.
     let (ok, _, err) = stack.ftrove(&[

@@ -4,9 +4,9 @@
 mod common;
 
 use common::{Stack, eventually};
-use ferrotrove_bus::{Bus, BusConfig, SigningKey};
+use ferrotrove_bus::{Bus, BusConfig};
 use ferrotrove_proto::agent::{AgentRequest, AgentResponse, SnapshotRequest};
-use ferrotrove_proto::{Secret, queues};
+use ferrotrove_proto::queues;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
@@ -20,10 +20,7 @@ fn a_finished_command_delivered_again_after_a_restart_is_not_run_twice() {
         .unwrap()
         .to_owned();
     let instance_id: Uuid = id.parse().unwrap();
-    let key = SigningKey {
-        key_id: instance_id,
-        secret: Secret::new(stack.instance_secret(&id)),
-    };
+    let key = stack.signing_key(&id);
     let snapshots = stack.state.join("snapshots");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = BusConfig {
@@ -61,16 +58,7 @@ fn a_finished_command_delivered_again_after_a_restart_is_not_run_twice() {
 
     // The agent dies and comes back (its database server keeps running).
     let dir = stack.instance_dir(&id);
-    let pid: i32 = std::fs::read_to_string(dir.join("agent.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: killing a process this test's stack started.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    assert!(eventually(Duration::from_secs(5), || {
-        !ferrotrove_tests::process_alive(pid)
-    }));
+    stack.kill_agent(&id);
     let log = std::fs::OpenOptions::new()
         .append(true)
         .open(dir.join("agent.log"))

@@ -47,7 +47,7 @@ const FORGED_BOOT: &str = "ffffffff-ffff-7fff-bfff-ffffffffffff";
 /// Casts two heartbeats claiming that `victim`'s server is down: one signed with another
 /// instance's key (`signer`), one not signed at all.
 fn forge_heartbeats(stack: &Stack, signer: &str, victim: &str) {
-    use ferrotrove_bus::{Bus, BusConfig, SigningKey};
+    use ferrotrove_bus::{Bus, BusConfig};
     use ferrotrove_proto::agent::ServerStatus;
     use ferrotrove_proto::conductor::{ConductorMessage, Heartbeat, HostStats};
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -68,10 +68,7 @@ fn forge_heartbeats(stack: &Stack, signer: &str, victim: &str) {
             },
             host: HostStats::default(),
         });
-        let key = SigningKey {
-            key_id: signer.parse().unwrap(),
-            secret: ferrotrove_proto::Secret::new(stack.instance_secret(signer)),
-        };
+        let key = stack.signing_key(signer);
         bus.signed_by(key)
             .cast(ferrotrove_proto::queues::CONDUCTOR, &forged)
             .await

@@ -160,14 +160,38 @@ impl Stack {
         self.vhost.url()
     }
 
-    /// The message-signing secret an instance's agent was given (its 0600 agent.toml).
-    pub fn instance_secret(&self, id: &str) -> String {
+    /// The signing key an instance's agent was given (its 0600 agent.toml): what the
+    /// control plane signs that instance's messages with.
+    pub fn signing_key(&self, id: &str) -> ferrotrove_bus::SigningKey {
         let text =
             std::fs::read_to_string(self.instance_dir(id).join("agent.toml")).expect("agent.toml");
-        text.lines()
+        let secret = text
+            .lines()
             .find_map(|l| l.strip_prefix("secret = "))
             .map(|v| v.trim().trim_matches('"').to_owned())
-            .expect("secret in agent.toml")
+            .expect("secret in agent.toml");
+        ferrotrove_bus::SigningKey {
+            key_id: id.parse().expect("an instance id"),
+            secret: ferrotrove_proto::Secret::new(secret),
+        }
+    }
+
+    /// Kills an instance's agent with SIGKILL (its database server keeps running) and
+    /// waits until it is gone.
+    pub fn kill_agent(&self, id: &str) {
+        let pid: i32 = std::fs::read_to_string(self.instance_dir(id).join("agent.pid"))
+            .expect("agent.pid")
+            .trim()
+            .parse()
+            .expect("a pid");
+        // SAFETY: killing a process this test's stack started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert!(
+            eventually(Duration::from_secs(5), || !ferrotrove_tests::process_alive(
+                pid
+            )),
+            "the agent did not die"
+        );
     }
 
     /// The broker URL an instance's agent was given (its 0600 agent.toml).
