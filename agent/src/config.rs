@@ -20,6 +20,7 @@
 //! interval_secs = 5
 //! ```
 
+use ferrotrove_bus::{BusConfig, TlsConfig};
 use ferrotrove_proto::Secret;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,23 @@ pub struct BusSection {
     /// queue). Default false.
     #[serde(default)]
     pub confined: bool,
+    /// `[bus.tls]`: CA and client certificate for an `amqps://` URL (see the bus crate's
+    /// `TlsConfig`). Default: none.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+impl BusSection {
+    /// The bus crate's settings for this section.
+    pub fn to_bus_config(&self) -> BusConfig {
+        BusConfig {
+            url: self.url.expose().to_owned(),
+            exchange: self.exchange.clone(),
+            prefetch: self.prefetch,
+            confined: self.confined,
+            tls: self.tls.clone(),
+        }
+    }
 }
 
 /// `[server]`: the MariaDB server, run as a child process of the agent.
@@ -230,11 +248,8 @@ impl AgentConfig {
                 reason: reason.to_owned(),
             })
         };
-        if self.bus.url.is_empty() {
-            return invalid("bus.url", "must not be empty");
-        }
-        if self.bus.exchange.is_empty() {
-            return invalid("bus.exchange", "must not be empty");
+        if let Err(reason) = self.bus.to_bus_config().validate() {
+            return invalid("bus", &reason);
         }
         if !self.server.base_dir.is_absolute() {
             return invalid("server.base_dir", "must be an absolute path");

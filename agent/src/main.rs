@@ -77,12 +77,7 @@ async fn load_and_run(args: &Args) -> anyhow::Result<Exit> {
 async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), base_dir = %config.server.base_dir.display(), "starting");
     let mut signals = Signals::new()?;
-    let bus_config = BusConfig {
-        url: config.bus.url.expose().to_owned(),
-        exchange: config.bus.exchange.clone(),
-        prefetch: config.bus.prefetch,
-        confined: config.bus.confined,
-    };
+    let bus_config = config.bus.to_bus_config();
     let heartbeat_interval = Duration::from_secs(config.heartbeat.interval_secs);
     let instance_id = config.instance_id;
     let key = config.secret.clone().map(|secret| SigningKey {

@@ -93,12 +93,7 @@ impl ApiConfig {
         self.store
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("[store]: {e}")))?;
-        if !(self.bus.url.starts_with("amqp://") || self.bus.url.starts_with("amqps://")) {
-            return invalid("bus.url must start with amqp:// or amqps://");
-        }
-        if self.bus.exchange.trim().is_empty() {
-            return invalid("bus.exchange must not be empty");
-        }
+        self.bus.validate().map_err(ConfigError::Invalid)?;
         if !(1..=86_400).contains(&self.heartbeat_expiry_secs) {
             return invalid("heartbeat_expiry_secs must be between 1 and 86400");
         }

@@ -1,7 +1,8 @@
 //! Where the broker is and which exchange to use.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 
 /// Connection settings, embedded in each daemon's config file as `[bus]`.
 #[derive(Clone, Deserialize)]
@@ -18,6 +19,33 @@ pub struct BusConfig {
     /// made the exchange, the dead letters and the guest's queue beforehand, and the guest
     /// only consumes its queue and publishes. Default false.
     pub confined: bool,
+    /// `[bus.tls]`: certificates for an `amqps://` URL. Default: none (system roots).
+    pub tls: TlsConfig,
+}
+
+/// TLS settings for `amqps://` URLs. The broker's certificate is checked against the
+/// system's roots plus `ca_file`, and its name against the URL's host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate authorities to trust besides the system's (a private
+    /// CA that signed the broker's certificate). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain this process presents to the broker, for brokers that ask for
+    /// client certificates. Needs `key_file`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM (PKCS#8) private key of `cert_file`. A secret: keep it 0600. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether any TLS setting is given.
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
 }
 
 impl Default for BusConfig {
@@ -27,6 +55,7 @@ impl Default for BusConfig {
             exchange: "ferrotrove".to_owned(),
             prefetch: 32,
             confined: false,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -44,6 +73,48 @@ impl BusConfig {
             Some((userinfo, _)) => userinfo.split(':').next().unwrap_or("guest").to_owned(),
             None => "guest".to_owned(),
         }
+    }
+
+    /// Whether the URL asks for TLS (`amqps://`).
+    pub fn uses_tls(&self) -> bool {
+        self.url.starts_with("amqps://")
+    }
+
+    /// Checks what can be checked without connecting: a URL the broker can be reached at,
+    /// and TLS settings that fit it. Daemons call this before they start.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.url.starts_with("amqp://") || self.uses_tls()) {
+            return Err(format!(
+                "bus.url must start with amqp:// or amqps://, not {}",
+                self.redacted_url()
+            ));
+        }
+        if self.exchange.is_empty() {
+            return Err("bus.exchange must not be empty".into());
+        }
+        if self.tls.is_set() && !self.uses_tls() {
+            return Err(
+                "bus.tls is set but bus.url is not amqps://: the connection would not use TLS"
+                    .into(),
+            );
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(
+                "bus.tls.cert_file and bus.tls.key_file go together: give both or neither".into(),
+            );
+        }
+        for (option, path) in [
+            ("bus.tls.ca_file", &self.tls.ca_file),
+            ("bus.tls.cert_file", &self.tls.cert_file),
+            ("bus.tls.key_file", &self.tls.key_file),
+        ] {
+            if let Some(path) = path
+                && let Err(error) = std::fs::metadata(path)
+            {
+                return Err(format!("{option} {}: {error}", path.display()));
+            }
+        }
+        Ok(())
     }
 
     /// The URL without its password, for logs.
@@ -74,6 +145,7 @@ impl fmt::Debug for BusConfig {
             .field("exchange", &self.exchange)
             .field("prefetch", &self.prefetch)
             .field("confined", &self.confined)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -95,5 +167,23 @@ mod tests {
             "{shown}"
         );
         assert_eq!(redact_url("garbage"), "***");
+    }
+
+    #[test]
+    fn tls_settings_must_fit_the_url() {
+        let mut cfg = BusConfig::default();
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.tls.ca_file = Some("/nonexistent/ca.pem".into());
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("not amqps://"), "{err}");
+        cfg.url = "amqps://u:p@localhost:5671/%2f".into();
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("bus.tls.ca_file /nonexistent/ca.pem"), "{err}");
+        cfg.tls.ca_file = None;
+        cfg.tls.cert_file = Some("/etc/hostname".into());
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("go together"), "{err}");
+        cfg.url = "http://x".into();
+        assert!(cfg.validate().unwrap_err().contains("amqp:// or amqps://"));
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::auth::{Claimed, SigningKey};
 use crate::replies::Replies;
-use crate::{BusConfig, BusError, now_ms};
+use crate::{BusConfig, BusError, TlsConfig, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, Method, RemoteError, queues};
 use lapin::Confirmation;
@@ -10,13 +10,18 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use uuid::Uuid;
+
+/// How long connecting (TCP, TLS, AMQP handshake and topology) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// AMQP delivery mode 2: the broker writes the message to disk on a durable queue.
 const PERSISTENT: u8 = 2;
@@ -53,14 +58,37 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Connects and declares the exchange and the dead letters.
+    /// Connects and declares the exchange and the dead letters, giving up after
+    /// [`CONNECT_TIMEOUT`]: a broker that is starting or stopping may accept the TCP
+    /// connection and never answer.
     async fn open(config: &BusConfig) -> Result<Inner, BusError> {
-        let connection = Connection::connect(&config.url, ConnectionProperties::default())
-            .await
-            .map_err(|source| BusError::Connect {
+        match tokio::time::timeout(CONNECT_TIMEOUT, Inner::open_now(config)).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::ConnectTimeout {
                 url: config.redacted_url(),
-                source,
-            })?;
+                after: CONNECT_TIMEOUT,
+            }),
+        }
+    }
+
+    async fn open_now(config: &BusConfig) -> Result<Inner, BusError> {
+        let connected = if config.uses_tls() {
+            let runtime = lapin::runtime::default_runtime()?;
+            let tls = tls_config(&config.tls)?;
+            Connection::connect_with_config(
+                &config.url,
+                ConnectionProperties::default(),
+                tls,
+                runtime,
+            )
+            .await
+        } else {
+            Connection::connect(&config.url, ConnectionProperties::default()).await
+        };
+        let connection = connected.map_err(|source| BusError::Connect {
+            url: config.redacted_url(),
+            source,
+        })?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -373,6 +401,32 @@ impl Bus {
             }),
         }
     }
+}
+
+/// Reads the certificate files `tls` names, for lapin.
+fn tls_config(tls: &TlsConfig) -> Result<OwnedTLSConfig, BusError> {
+    let read = |what, path: &Path| {
+        std::fs::read(path).map_err(|source| BusError::TlsFile {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let cert_chain = match &tls.ca_file {
+        Some(path) => Some(String::from_utf8_lossy(&read("the CA file", path)?).into_owned()),
+        None => None,
+    };
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+            pem: read("the client certificate", cert)?,
+            key: read("the client key", key)?,
+        }),
+        _ => None,
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
 }
 
 /// Where messages that can never be handled go: a fanout exchange and a durable queue,

@@ -57,10 +57,11 @@ pub async fn serve_until_shutdown<H: crate::Handler + Clone>(
     tokio::pin!(shutdown);
     let mut pause = std::time::Duration::from_millis(100);
     loop {
-        let mut server = match bus
-            .serve_verified(queue, handler.clone(), verifier.clone())
-            .await
-        {
+        let served = tokio::select! {
+            () = &mut shutdown => return,
+            served = bus.serve_verified(queue, handler.clone(), verifier.clone()) => served,
+        };
+        let mut server = match served {
             Ok(server) => {
                 tracing::info!(queue, "serving");
                 pause = std::time::Duration::from_millis(100);

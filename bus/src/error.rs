@@ -8,6 +8,14 @@ use std::time::Duration;
 pub enum BusError {
     #[error("cannot connect to the message broker at {url}: {source}")]
     Connect { url: String, source: lapin::Error },
+    #[error("the message broker at {url} did not complete the connection within {after:?}")]
+    ConnectTimeout { url: String, after: Duration },
+    #[error("cannot read {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("{queue} is not listening (no queue bound for it)")]
     NotListening { queue: String },
     #[error("{method} to {queue} got no reply within {after:?}")]
@@ -41,11 +49,14 @@ impl BusError {
             BusError::Remote { error, .. } => error.kind,
             BusError::Timeout { .. } => ErrorKind::DeadlineExceeded,
             BusError::Connect { .. }
+            | BusError::ConnectTimeout { .. }
             | BusError::NotListening { .. }
             | BusError::Nacked { .. }
             | BusError::Amqp(_)
             | BusError::Closed => ErrorKind::Unavailable,
-            BusError::Codec(_) | BusError::Protocol(_) => ErrorKind::Internal,
+            BusError::Codec(_) | BusError::Protocol(_) | BusError::TlsFile { .. } => {
+                ErrorKind::Internal
+            }
         }
     }
 
@@ -55,6 +66,19 @@ impl BusError {
             BusError::Remote { error, .. } => Some(error),
             _ => None,
         }
+    }
+
+    /// Whether the connection to the broker was lost or cannot be made: the message may or
+    /// may not have arrived, and sending it again once the broker is back is the remedy
+    /// (safe when the receiver recognises the operation id).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            BusError::Closed
+                | BusError::Connect { .. }
+                | BusError::ConnectTimeout { .. }
+                | BusError::Amqp(_)
+        )
     }
 
     /// Whether trying again later may succeed.

@@ -32,9 +32,11 @@ impl Default for ConductorConfig {
 }
 
 impl ConductorConfig {
-    /// Loads `path` (when given) over the defaults, then the environment.
+    /// Loads `path` (when given) over the defaults, then the environment, and checks it.
     pub fn load(path: Option<&Path>) -> Result<ConductorConfig, config::ConfigError> {
-        ferrotrove_bus::daemon::load_config(path, "FTROVE_CONDUCTOR")
+        let cfg: ConductorConfig = ferrotrove_bus::daemon::load_config(path, "FTROVE_CONDUCTOR")?;
+        cfg.bus.validate().map_err(config::ConfigError::Message)?;
+        Ok(cfg)
     }
 
     pub fn startup_timeout(&self) -> Duration {

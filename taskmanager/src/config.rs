@@ -73,6 +73,9 @@ pub struct Timeouts {
     pub prepare_secs: u64,
     /// Snapshot of a source and restore on a replica, each. Default 3600.
     pub seed_secs: u64,
+    /// How long a command keeps being sent again (with the same operation id, so the agent
+    /// runs it once) while the message broker is unreachable. Default 300.
+    pub broker_outage_secs: u64,
 }
 
 impl Default for TaskmanagerConfig {
@@ -114,6 +117,7 @@ impl Default for Timeouts {
             short_secs: 30,
             prepare_secs: 300,
             seed_secs: 3600,
+            broker_outage_secs: 300,
         }
     }
 }
@@ -134,6 +138,9 @@ impl Timeouts {
     pub fn seed(&self) -> Duration {
         Duration::from_secs(self.seed_secs)
     }
+    pub fn broker_outage(&self) -> Duration {
+        Duration::from_secs(self.broker_outage_secs)
+    }
 }
 
 impl TaskmanagerConfig {
@@ -146,6 +153,7 @@ impl TaskmanagerConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.bus.validate()?;
         if !self.local.state_dir.is_absolute() {
             return Err(format!(
                 "local.state_dir must be an absolute path, not {:?}",

@@ -8,14 +8,14 @@
 
 use crate::config::Timeouts;
 use crate::error::TaskError;
-use ferrotrove_bus::{Bus, SigningKey};
+use ferrotrove_bus::{Bus, BusError, SigningKey};
 use ferrotrove_proto::Secret;
 use ferrotrove_proto::agent::{
     AgentInfo, AgentRequest, AgentResponse, AttachRequest, PrepareRequest, ReplicationUser,
     ReplicationUserName, ServerStatus, SnapshotInfo, SnapshotRequest,
 };
 use ferrotrove_proto::queues;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 tokio::task_local! {
@@ -70,30 +70,71 @@ impl<'a> Guest<'a> {
         }
     }
 
+    /// Sends `request` and waits for its answer. While the broker is unreachable the
+    /// command is sent again, with the same operation id, for up to
+    /// `timeouts.broker_outage`: the agent runs one operation once and answers a repeat
+    /// with the first result, so a broker restart loses no command and runs none twice.
     async fn call(
         &self,
         request: AgentRequest,
         timeout: Duration,
     ) -> Result<AgentResponse, TaskError> {
         let method = ferrotrove_proto::Method::name(&request);
-        tracing::debug!(instance_id = %self.instance_id, method, "calling agent");
-        let ping_every = self.timeouts.ping();
         let operation = TASK_OPERATION
             .try_with(|task| step_operation(*task, self.instance_id, &request))
             .unwrap_or_else(|_| Uuid::now_v7());
+        let mut outage_ends = None;
+        loop {
+            match self.watched_call(&request, timeout, operation).await {
+                Err(Attempt::BrokerLost(error)) => {
+                    let ends = *outage_ends
+                        .get_or_insert_with(|| Instant::now() + self.timeouts.broker_outage());
+                    if Instant::now() >= ends {
+                        return Err(error.into());
+                    }
+                    tracing::warn!(instance_id = %self.instance_id, method, %operation, %error,
+                        "lost the message broker; sending the command again once it is back");
+                    tokio::time::sleep(BROKER_RETRY_PAUSE).await;
+                }
+                Err(Attempt::Failed(error)) => return Err(error),
+                Ok(response) => return Ok(response),
+            }
+        }
+    }
+
+    /// One sending of a command, watched by pings.
+    async fn watched_call(
+        &self,
+        request: &AgentRequest,
+        timeout: Duration,
+        operation: Uuid,
+    ) -> Result<AgentResponse, Attempt> {
+        let method = ferrotrove_proto::Method::name(request);
+        tracing::debug!(instance_id = %self.instance_id, method, %operation, "calling agent");
+        let ping_every = self.timeouts.ping();
         let call = self
             .bus
-            .call_in_operation(&self.queue, &request, timeout, operation);
+            .call_in_operation(&self.queue, request, timeout, operation);
         tokio::pin!(call);
         // The first tick is immediate: the agent is checked before the command waits.
         let mut watch = tokio::time::interval(ping_every);
         loop {
+            // The ping is polled together with the command, never instead of it: the
+            // command may hold the bus's reconnection, which the ping would wait for.
+            let ping = async {
+                watch.tick().await;
+                self.bus
+                    .call::<_, AgentResponse>(&self.queue, &AgentRequest::Ping, ping_every)
+                    .await
+            };
             tokio::select! {
-                result = &mut call => return Ok(result?),
-                _ = watch.tick() => {
-                    if let Err(error) = self.ping(ping_every).await {
-                        return Err(TaskError::State(format!("the agent stopped answering during {method}: {error}")));
-                    }
+                result = &mut call => return result.map_err(Attempt::from),
+                pinged = ping => match pinged {
+                    Ok(_) => {}
+                    Err(error) if error.is_connection_lost() => return Err(Attempt::BrokerLost(error)),
+                    Err(error) => return Err(Attempt::Failed(TaskError::State(format!(
+                        "the agent stopped answering during {method}: {error}"
+                    )))),
                 }
             }
         }
@@ -189,6 +230,26 @@ impl<'a> Guest<'a> {
         {
             AgentResponse::ShuttingDown => Ok(()),
             other => Err(unexpected("Shutdown", &other)),
+        }
+    }
+}
+
+/// How long to wait before sending a command again after losing the broker.
+const BROKER_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// How one sending of a command ended, when it did not end with an answer.
+enum Attempt {
+    /// The connection to the broker went away: send the command again.
+    BrokerLost(BusError),
+    Failed(TaskError),
+}
+
+impl From<BusError> for Attempt {
+    fn from(error: BusError) -> Attempt {
+        if error.is_connection_lost() {
+            Attempt::BrokerLost(error)
+        } else {
+            Attempt::Failed(error.into())
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 mod error;
 mod guest;
+mod in_flight;
 pub mod provisioner;
 mod tasks;
 
@@ -43,6 +44,7 @@ pub async fn run(
         bus: bus.clone(),
         provisioner,
         timeouts: config.timeouts.clone(),
+        in_flight: Default::default(),
     };
     tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager starting");
     ferrotrove_bus::daemon::serve_until_shutdown(

@@ -9,6 +9,7 @@
 use crate::config::Timeouts;
 use crate::error::TaskError;
 use crate::guest::{Guest, TASK_OPERATION};
+use crate::in_flight::{Claim, InFlight};
 use crate::provisioner::{Endpoint, Provisioner};
 use ferrotrove_bus::{Bus, Handler, RequestContext};
 use ferrotrove_proto::agent::{
@@ -29,6 +30,7 @@ pub struct Tasks<P> {
     pub(crate) bus: Bus,
     pub(crate) provisioner: Arc<P>,
     pub(crate) timeouts: Timeouts,
+    pub(crate) in_flight: InFlight,
 }
 
 impl<P> Clone for Tasks<P> {
@@ -38,6 +40,7 @@ impl<P> Clone for Tasks<P> {
             bus: self.bus.clone(),
             provisioner: self.provisioner.clone(),
             timeouts: self.timeouts.clone(),
+            in_flight: self.in_flight.clone(),
         }
     }
 }
@@ -49,6 +52,14 @@ impl<P: Provisioner> Handler for Tasks<P> {
     async fn handle(&self, request: TaskRequest, ctx: RequestContext) -> Result<(), RemoteError> {
         // The message id is the same on every delivery of this task's message.
         let operation_id = ctx.message_id;
+        let _running = match self.in_flight.claim(operation_id) {
+            Claim::Run(guard) => guard,
+            Claim::Running(run) => {
+                tracing::info!(%operation_id, "task delivered again while it runs; waiting for that run");
+                run.finished().await;
+                return Ok(());
+            }
+        };
         let task = async {
             match request {
                 TaskRequest::CreateInstance {

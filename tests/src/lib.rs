@@ -4,6 +4,10 @@
 //! It depends on nothing of ours (any crate may dev-depend on it) and on no async runtime:
 //! clean-up runs in `Drop`, also when a test fails.
 
+pub mod rabbit_node;
+
+pub mod swift;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use ferrotrove_tests::rabbit_node::RabbitNode;
 use ferrotrove_tests::{ControlDb, RabbitVhost, binary, free_port, kill_processes_under};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -16,12 +17,35 @@ pub struct Stack {
     daemons: Vec<(String, Child)>,
     // Dropped after the processes are stopped (fields drop in declaration order).
     pub db: ControlDb,
-    vhost: RabbitVhost,
+    broker: Broker,
     _tmp: tempfile::TempDir,
+}
+
+/// Where a stack's messages go.
+pub enum Broker {
+    /// A vhost of its own on the machine's RabbitMQ.
+    Vhost(RabbitVhost),
+    /// A RabbitMQ node of its own, which the test may stop and start. Guests then use the
+    /// control plane's broker user (the provisioner's `rabbitmqctl` reaches only the
+    /// machine's node).
+    Node(RabbitNode),
+}
+
+impl Broker {
+    fn url(&self) -> String {
+        match self {
+            Broker::Vhost(vhost) => vhost.url(),
+            Broker::Node(node) => node.url(),
+        }
+    }
 }
 
 impl Stack {
     pub fn start() -> Stack {
+        Stack::start_on(Broker::Vhost(RabbitVhost::create()))
+    }
+
+    pub fn start_on(broker: Broker) -> Stack {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_owned();
         // The database servers run as the mysql user and must reach their data dirs.
@@ -29,12 +53,11 @@ impl Stack {
         let state = root.join("local");
         std::fs::create_dir_all(&state).expect("state dir");
         set_mode(&state, 0o755);
-        let vhost = RabbitVhost::create();
         let db = ControlDb::new();
         let port = free_port();
         let common = format!(
             "[bus]\nurl = \"{}\"\nexchange = \"ferrotrove\"\n\n[store]\nurl = \"{}\"\ndatabase = \"{}\"\n",
-            vhost.url(),
+            broker.url(),
             db.server_url(),
             db.name
         );
@@ -43,8 +66,9 @@ impl Stack {
             (
                 "taskmanager",
                 format!(
-                    "{common}\n[local]\nstate_dir = \"{}\"\nheartbeat_interval_secs = 1\n",
-                    state.display()
+                    "{common}\n[local]\nstate_dir = \"{}\"\nheartbeat_interval_secs = 1\nbroker_users = {}\n",
+                    state.display(),
+                    matches!(broker, Broker::Vhost(_)),
                 ),
             ),
             (
@@ -73,7 +97,7 @@ impl Stack {
             state,
             daemons,
             db,
-            vhost,
+            broker,
             _tmp: tmp,
         };
         stack.wait_for_api();
@@ -157,7 +181,15 @@ impl Stack {
 
     /// The AMQP URL of this stack's vhost.
     pub fn bus_url(&self) -> String {
-        self.vhost.url()
+        self.broker.url()
+    }
+
+    /// The stack's own RabbitMQ node, when it was started on one.
+    pub fn broker_node(&mut self) -> &mut RabbitNode {
+        match &mut self.broker {
+            Broker::Node(node) => node,
+            Broker::Vhost(_) => panic!("this stack runs on a vhost of the machine's broker"),
+        }
     }
 
     /// The signing key an instance's agent was given (its 0600 agent.toml): what the
