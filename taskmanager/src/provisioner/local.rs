@@ -8,7 +8,7 @@
 use super::{Endpoint, ProvisionError, Provisioner, broker_users};
 use crate::config::{LocalConfig, Timeouts};
 use crate::guest::Guest;
-use ferrotrove_bus::{Bus, BusConfig};
+use ferrotrove_bus::{Bus, BusConfig, TlsConfig};
 use ferrotrove_proto::{Secret, queues};
 use ferrotrove_store::Instance;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,14 @@ struct AgentBus {
     url: String,
     exchange: String,
     confined: bool,
+    /// The control plane's CA and client certificate settings, for an `amqps://` broker
+    /// (on one host the agents read the same files).
+    #[serde(default, skip_serializing_if = "is_unset")]
+    tls: TlsConfig,
+}
+
+fn is_unset(tls: &TlsConfig) -> bool {
+    !tls.is_set()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -155,6 +163,7 @@ impl LocalProvisioner {
                 url: self.agent_bus.url.clone(),
                 exchange,
                 confined: false,
+                tls: self.agent_bus.tls.clone(),
             });
         }
         self.bus
@@ -169,6 +178,7 @@ impl LocalProvisioner {
             url,
             exchange,
             confined: true,
+            tls: self.agent_bus.tls.clone(),
         })
     }
 
