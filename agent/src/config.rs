@@ -20,6 +20,7 @@
 //! interval_secs = 5
 //! ```
 
+use crate::store::S3Settings;
 use ferrotrove_bus::{BusConfig, TlsConfig};
 use ferrotrove_proto::Secret;
 use serde::Deserialize;
@@ -114,6 +115,13 @@ pub struct ServerSection {
     /// The command-line client, used to restore dumps. Default `mariadb`.
     #[serde(default = "default_client")]
     pub client: String,
+    /// The physical backup tool. Default `mariabackup`; when it cannot be run, snapshots
+    /// fall back to logical ones.
+    #[serde(default = "default_backup")]
+    pub backup: String,
+    /// Extracts the backup tool's stream. Default `mbstream`.
+    #[serde(default = "default_backup_extract")]
+    pub backup_extract: String,
     /// Upper bound of the InnoDB buffer pool in MiB. Default 256. The pool is half the
     /// flavor's memory, capped by this, because the local provisioner packs many instances
     /// on one host.
@@ -131,8 +139,26 @@ pub struct ServerSection {
 /// `[snapshots]`: the snapshot store.
 #[derive(Clone, Debug, Deserialize)]
 pub struct SnapshotsSection {
-    /// A directory shared by the agents that seed from each other's snapshots. Required.
+    /// A directory shared by the agents that seed from each other's snapshots: the store,
+    /// unless `[snapshots.s3]` is given. Required.
     pub dir: PathBuf,
+    /// `[snapshots.s3]`: keep snapshots in an S3-compatible bucket instead. Default: none.
+    #[serde(default)]
+    pub s3: Option<S3Settings>,
+    /// How physical snapshots are stored: `none` (as mariabackup streams them: fastest
+    /// where the store is a local disk or a fast network) or `zstd` (a third of the size,
+    /// for slow links; costs CPU). Default `none`.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// Compression of physical snapshots in the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    None,
+    Zstd,
 }
 
 /// `[heartbeat]`: periodic reports to the conductor.
@@ -171,6 +197,12 @@ fn default_install_db() -> String {
 }
 fn default_dump() -> String {
     "mariadb-dump".to_owned()
+}
+fn default_backup() -> String {
+    "mariabackup".to_owned()
+}
+fn default_backup_extract() -> String {
+    "mbstream".to_owned()
 }
 fn default_client() -> String {
     "mariadb".to_owned()

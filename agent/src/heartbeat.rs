@@ -8,7 +8,7 @@
 use crate::instance::Instance;
 use crate::status;
 use ferrotrove_bus::Bus;
-use ferrotrove_proto::agent::ServerStatus;
+use ferrotrove_proto::agent::{Progress, ServerStatus};
 use ferrotrove_proto::conductor::{ConductorMessage, Heartbeat, HostStats};
 use ferrotrove_proto::queues;
 use std::path::{Path, PathBuf};
@@ -40,8 +40,8 @@ impl Reporter {
         self.boot_id
     }
 
-    /// The next heartbeat, carrying `server` and a fresh host sample.
-    pub fn next(&self, server: ServerStatus) -> Heartbeat {
+    /// The next heartbeat, carrying `server`, the work in progress and a fresh host sample.
+    pub fn next(&self, server: ServerStatus, progress: Option<Progress>) -> Heartbeat {
         let host = match self.sampler.lock() {
             Ok(mut sampler) => sampler.sample(),
             Err(_) => HostStats::default(),
@@ -52,6 +52,7 @@ impl Reporter {
             seq: self.last_seq.fetch_add(1, Ordering::SeqCst) + 1,
             server,
             host,
+            progress,
         }
     }
 }
@@ -63,7 +64,7 @@ pub async fn run(reporter: &Reporter, instance: &Instance, bus: &Bus, interval: 
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let heartbeat = reporter.next(status::read(instance).await);
+        let heartbeat = reporter.next(status::read(instance).await, instance.progress.snapshot());
         let seq = heartbeat.seq;
         match bus
             .cast_transient(queues::CONDUCTOR, &ConductorMessage::Heartbeat(heartbeat))
@@ -164,8 +165,8 @@ mod tests {
     #[test]
     fn heartbeats_count_up_within_one_boot() {
         let reporter = Reporter::new(Uuid::nil(), std::env::temp_dir());
-        let first = reporter.next(ServerStatus::default());
-        let second = reporter.next(ServerStatus::default());
+        let first = reporter.next(ServerStatus::default(), None);
+        let second = reporter.next(ServerStatus::default(), None);
         assert_eq!((first.seq, second.seq), (1, 2));
         assert_eq!(first.boot_id, second.boot_id);
         assert_eq!(first.boot_id, reporter.boot_id());

@@ -6,6 +6,9 @@ use crate::db::{AdminConnector, Session};
 use crate::error::{AgentError, Result};
 use crate::flavor::{self, Flavor};
 use crate::paths::InstancePaths;
+use crate::progress::ProgressTracker;
+use crate::store::{DirectoryStore, S3Store, SnapshotStore};
+use std::sync::Arc;
 use crate::server::ServerControl;
 
 /// Everything a command needs to act on the instance.
@@ -15,22 +18,33 @@ pub struct Instance {
     pub flavor: &'static dyn Flavor,
     pub admin: AdminConnector,
     pub server: ServerControl,
+    /// The snapshot or restore running now, for heartbeats.
+    pub progress: ProgressTracker,
+    /// Where snapshots are kept.
+    pub store: Arc<dyn SnapshotStore>,
 }
 
 impl Instance {
-    pub fn new(config: AgentConfig) -> Instance {
+    /// Needs a tokio runtime (the S3 store keeps a handle to it).
+    pub fn new(config: AgentConfig) -> Result<Instance> {
         let paths = InstancePaths::new(&config.server.base_dir);
         let flavor = flavor::mariadb();
         let admin = AdminConnector::new(paths.socket.clone(), paths.client_cnf.clone());
         let server =
             ServerControl::new(config.server.clone(), paths.clone(), flavor, admin.clone());
-        Instance {
+        let store: Arc<dyn SnapshotStore> = match &config.snapshots.s3 {
+            Some(s3) => Arc::new(S3Store::new(s3)?),
+            None => Arc::new(DirectoryStore::new(&config.snapshots.dir)),
+        };
+        Ok(Instance {
             config,
             paths,
             flavor,
             admin,
             server,
-        }
+            progress: ProgressTracker::default(),
+            store,
+        })
     }
 
     /// On agent start: if the instance was prepared, make sure its server runs (adopting a

@@ -36,11 +36,13 @@ pub mod names;
 pub mod operations;
 pub mod paths;
 pub mod prepare;
+pub mod progress;
 pub mod replication;
 pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod status;
+pub mod store;
 
 pub use config::AgentConfig;
 pub use error::AgentError;

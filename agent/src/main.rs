@@ -89,7 +89,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
             "no secret configured: commands are not authenticated and reports are not signed"
         );
     }
-    let instance = Arc::new(Instance::new(config));
+    let instance = Arc::new(Instance::new(config).context("cannot set up the snapshot store")?);
     if let Err(err) = instance.start_if_prepared().await {
         // Keep serving: the control plane sees the server down in Status and heartbeats.
         tracing::error!(error = %err, "cannot start the prepared server");

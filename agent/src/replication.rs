@@ -102,7 +102,6 @@ pub async fn attach(instance: &Instance, request: &AttachRequest) -> Result<Serv
             )));
         }
     }
-    let snapshot_path = snapshot::verify(instance, &request.snapshot).await?;
     // Keep writes out while restoring, and for good: a replica is read-only.
     instance.server.persist_read_only(true)?;
     instance
@@ -110,7 +109,7 @@ pub async fn attach(instance: &Instance, request: &AttachRequest) -> Result<Serv
         .await?
         .exec(&flavor.set_read_only(true))
         .await?;
-    snapshot::restore(instance, snapshot_path).await?;
+    snapshot::restore(instance, &request.snapshot).await?;
     let mut session = instance.unlogged_session().await?;
     session
         .exec_all(&[

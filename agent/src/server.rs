@@ -9,7 +9,7 @@
 use crate::config::ServerSection;
 use crate::db::AdminConnector;
 use crate::error::{AgentError, Result};
-use crate::flavor::{Flavor, ServerOption, ServerOptionsInput, ServerSettings};
+use crate::flavor::{Flavor, ServerOption, ServerOptionsInput, ServerSettings, Sql};
 use crate::fsutil::{self, SystemUser};
 use crate::paths::InstancePaths;
 use std::fs;
@@ -53,7 +53,7 @@ impl ServerControl {
     }
 
     /// The system user to hand the server's files to, when the agent runs as root.
-    fn run_as(&self) -> Result<Option<SystemUser>> {
+    pub(crate) fn run_as(&self) -> Result<Option<SystemUser>> {
         if fsutil::running_as_root() {
             fsutil::lookup_user(&self.config.mysqld_user).map(Some)
         } else {
@@ -191,6 +191,25 @@ impl ServerControl {
 
     /// Starts the server, or adopts it if it is already running; returns once it answers.
     pub async fn start(&self) -> Result<()> {
+        self.start_with(None).await
+    }
+
+    /// Starts the server running `init_sql` before it accepts connections (mariadbd's
+    /// `--init-file`), e.g. to give a data dir copied from another server this instance's
+    /// admin password. The file is 0600 and removed once the server answers.
+    pub async fn start_with_init_sql(&self, init_sql: &Sql) -> Result<()> {
+        let path = self.paths.run_dir.join("init.sql");
+        self.prepare_directories()?;
+        fsutil::write_atomic(&path, format!("{};\n", init_sql.text()).as_bytes(), 0o600)?;
+        if let Some(user) = self.run_as()? {
+            fsutil::chown(&path, user)?;
+        }
+        let started = self.start_with(Some(&path)).await;
+        fsutil::remove_if_exists(&path)?;
+        started
+    }
+
+    async fn start_with(&self, init_file: Option<&Path>) -> Result<()> {
         if let Some(pid) = self.running_pid() {
             tracing::info!(pid, "server already running; adopting it");
             return self.wait_ready(pid).await;
@@ -210,6 +229,7 @@ impl ServerControl {
         let mut command = Command::new(&self.config.mariadbd);
         command
             .arg(format!("--defaults-file={}", self.paths.my_cnf.display()))
+            .args(init_file.map(|path| format!("--init-file={}", path.display())))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_for_stderr)

@@ -77,7 +77,7 @@ impl AgentService {
             AgentRequest::CreateSnapshot(request) => {
                 state
                     .exclusive(operation_id, async {
-                        snapshot::create(instance, request.snapshot_id)
+                        snapshot::create(instance, &request)
                             .await
                             .map(AgentResponse::Snapshot)
                     })

@@ -103,7 +103,7 @@ async fn prepare_creates_databases_and_users_and_secures_the_server() {
 
     // A restarted agent adopts the running server instead of starting another.
     let pid_before = std::fs::read_to_string(&server.instance.paths.pid_file).unwrap();
-    let restarted = Instance::new(server.instance.config.clone());
+    let restarted = Instance::new(server.instance.config.clone()).unwrap();
     restarted.start_if_prepared().await.unwrap();
     assert_eq!(
         std::fs::read_to_string(&server.instance.paths.pid_file).unwrap(),
@@ -121,7 +121,7 @@ async fn a_stopped_prepared_server_starts_again_with_its_role() {
     assert!(!down.up);
     assert!(down.error.is_some());
 
-    let restarted = Instance::new(server.instance.config.clone());
+    let restarted = Instance::new(server.instance.config.clone()).unwrap();
     restarted.start_if_prepared().await.unwrap();
     let status = status::read_checked(&restarted).await.unwrap();
     assert_eq!(status.read_only, Some(true), "the role survives a restart");

@@ -4,7 +4,10 @@
 mod support;
 
 use ferrotrove_agent::{AgentError, replication, snapshot, status};
-use ferrotrove_proto::agent::{AttachRequest, ReplicationUser, ReplicationUserName, SnapshotInfo};
+use ferrotrove_proto::agent::{
+    AttachRequest, ReplicationUser, ReplicationUserName, SnapshotFormat, SnapshotInfo,
+    SnapshotMethod, SnapshotRequest,
+};
 use ferrotrove_proto::status::Role;
 use ferrotrove_proto::{ErrorKind, Secret};
 use mysql_async::prelude::Queryable;
@@ -35,11 +38,20 @@ async fn count_accounts(server: &TestServer, user: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn snapshot_attach_and_detach() {
+async fn logical_snapshot_attach_and_detach() {
+    snapshot_attach_and_detach(SnapshotMethod::Logical, 21).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn physical_snapshot_attach_and_detach() {
+    snapshot_attach_and_detach(SnapshotMethod::Physical, 23).await;
+}
+
+async fn snapshot_attach_and_detach(method: SnapshotMethod, server_id: u32) {
     let snapshots = shared_tempdir();
     let (source, replica) = tokio::join!(
-        TestServer::prepared_source(snapshots.path(), 21),
-        TestServer::prepared_replica(snapshots.path(), 22),
+        TestServer::prepared_source(snapshots.path(), server_id),
+        TestServer::prepared_replica(snapshots.path(), server_id + 1),
     );
 
     // Rows before the snapshot.
@@ -78,25 +90,55 @@ async fn snapshot_attach_and_detach() {
         })
     };
     let snapshot_id = Uuid::now_v7();
-    let info = snapshot::create(&source.instance, snapshot_id)
+    let request = SnapshotRequest {
+        snapshot_id,
+        method,
+    };
+    let info = snapshot::create(&source.instance, &request)
         .await
         .unwrap();
     writer.await.unwrap();
-    assert!(info.gtid_pos.starts_with("0-21-"), "{info:?}");
-    let files = snapshot::SnapshotFiles::new(snapshots.path(), snapshot_id);
-    assert_eq!(
-        std::fs::metadata(&files.data).unwrap().len(),
-        info.size_bytes
+    assert!(
+        info.gtid_pos.starts_with(&format!("0-{server_id}-")),
+        "{info:?}"
     );
-    assert!(!files.partial.exists());
-    let stored: SnapshotInfo =
-        serde_json::from_slice(&std::fs::read(&files.info).unwrap()).unwrap();
+    let data = snapshots.path().join(format!("{snapshot_id}.data"));
+    let record = snapshots.path().join(format!("{snapshot_id}.json"));
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), info.size_bytes);
+    let stored: SnapshotInfo = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
     assert_eq!(stored, info);
-    // The dump carries the data, the app and replication accounts, and nothing of the
-    // admin account or the server's own schemas.
+    assert_eq!(
+        std::fs::read_dir(snapshots.path()).unwrap().count(),
+        2,
+        "only the data and its record are stored"
+    );
+    if method == SnapshotMethod::Logical {
+        assert_eq!(info.format, SnapshotFormat::LogicalSqlZstd);
+        check_logical_dump(&data);
+    } else {
+        assert_eq!(info.format, SnapshotFormat::PhysicalXbstream);
+    }
+    // Taking the same snapshot again answers with the stored one.
+    assert_eq!(
+        snapshot::create(&source.instance, &request).await.unwrap(),
+        info
+    );
+    run_attach_and_detach(&source, &replica, &mut app, &info).await;
+    // Deleting the snapshot removes its files; deleting it again is fine.
+    snapshot::delete(&source.instance, snapshot_id)
+        .await
+        .unwrap();
+    snapshot::delete(&source.instance, snapshot_id)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_dir(snapshots.path()).unwrap().count(), 0);
+}
+
+/// The dump carries the data, the app and replication accounts, and nothing of the admin
+/// account or the server's own schemas.
+fn check_logical_dump(data: &std::path::Path) {
     let sql =
-        String::from_utf8(zstd::decode_all(std::fs::File::open(&files.data).unwrap()).unwrap())
-            .unwrap();
+        String::from_utf8(zstd::decode_all(std::fs::File::open(data).unwrap()).unwrap()).unwrap();
     assert!(sql.contains("INSERT IGNORE INTO `items`"));
     assert!(
         sql.contains("CREATE USER IF NOT EXISTS `app`@`%`"),
@@ -114,13 +156,15 @@ async fn snapshot_attach_and_detach() {
         !sql.contains("Current Database: `mysql`"),
         "system schema dumped"
     );
-    // Taking the same snapshot again answers with the stored one.
-    assert_eq!(
-        snapshot::create(&source.instance, snapshot_id)
-            .await
-            .unwrap(),
-        info
-    );
+}
+
+async fn run_attach_and_detach(
+    source: &TestServer,
+    replica: &TestServer,
+    app: &mut mysql_async::Conn,
+    info: &SnapshotInfo,
+) {
+    let (source, replica, info) = (source, replica, info.clone());
 
     // A snapshot that does not match its record is refused, and leaves the replica as it was.
     let tampered = SnapshotInfo {
@@ -169,7 +213,7 @@ async fn snapshot_attach_and_detach() {
     app.query_drop("INSERT INTO shop.items VALUES (4, 'd')")
         .await
         .unwrap();
-    let expected = item_ids(&mut app).await;
+    let expected = item_ids(app).await;
     assert_eq!(expected.len(), 104);
     let caught_up = eventually(Duration::from_secs(10), || {
         let (replica, expected) = (&replica, &expected);
@@ -241,13 +285,4 @@ async fn snapshot_attach_and_detach() {
         .await
         .unwrap();
     assert_eq!(count_accounts(&source, REPL_USER).await, 0);
-
-    // Deleting the snapshot removes its files; deleting it again is fine.
-    snapshot::delete(&source.instance, snapshot_id)
-        .await
-        .unwrap();
-    snapshot::delete(&source.instance, snapshot_id)
-        .await
-        .unwrap();
-    assert!(!files.data.exists() && !files.info.exists());
 }

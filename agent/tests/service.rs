@@ -29,6 +29,7 @@ async fn commands_map_to_responses() {
     // Commands that need a prepared instance say so.
     let snapshot = SnapshotRequest {
         snapshot_id: Uuid::now_v7(),
+        method: Default::default(),
     };
     let err = service
         .dispatch(AgentRequest::CreateSnapshot(snapshot.clone()), None)

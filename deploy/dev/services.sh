@@ -29,6 +29,8 @@ wait_port() { # port what seconds
 # --- MariaDB (the control DB; the agents run their own servers from the same packages)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server mariadb-client
 command -v mariadb-dump >/dev/null || apt_install mariadb-client
+# Physical snapshots (replica seeding at disk speed); agents fall back to logical without it.
+command -v mariabackup >/dev/null || apt_install mariadb-backup
 if ! port_open 3306; then
   log "starting MariaDB"
   if [ -x /etc/init.d/mariadb ]; then

@@ -124,6 +124,22 @@ fn any_host() -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRequest {
     pub snapshot_id: Uuid,
+    /// How to take it. Default: physical when the agent's host has the backup tool.
+    #[serde(default)]
+    pub method: SnapshotMethod,
+}
+
+/// What a snapshot request asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMethod {
+    /// Physical when the backup tool is installed, logical otherwise.
+    #[default]
+    Auto,
+    /// A copy of the data files (mariabackup), at the speed of the disk.
+    Physical,
+    /// SQL statements (mariadb-dump): slower, but independent of the server's file format.
+    Logical,
 }
 
 /// How a snapshot was taken and stored.
@@ -132,6 +148,25 @@ pub struct SnapshotRequest {
 pub enum SnapshotFormat {
     /// `mariadb-dump --single-transaction --gtid` output, zstd-compressed.
     LogicalSqlZstd,
+    /// `mariabackup --backup --stream=xbstream` output, stored as it came.
+    PhysicalXbstream,
+    /// The same, zstd-compressed (for stores behind a slow network).
+    PhysicalXbstreamZstd,
+}
+
+/// Long work in progress on an agent (a snapshot, a restore), as heartbeats report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// What runs: `snapshot` or `restore`.
+    pub operation: String,
+    /// The step within it, e.g. `copying`, `preparing`, `starting`.
+    pub stage: String,
+    pub bytes_done: u64,
+    /// The expected total, when known (the data size of the source).
+    #[serde(default)]
+    pub bytes_total: Option<u64>,
+    /// When the operation started, ms since the Unix epoch (for a rate).
+    pub started_at_ms: i64,
 }
 
 /// A finished snapshot in the snapshot store.

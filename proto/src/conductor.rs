@@ -1,6 +1,6 @@
 //! What guests report to the conductor (`conductor` queue); all casts.
 
-use crate::agent::ServerStatus;
+use crate::agent::{Progress, ServerStatus};
 use crate::envelope::Method;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -30,6 +30,9 @@ pub struct Heartbeat {
     pub seq: u64,
     pub server: ServerStatus,
     pub host: HostStats,
+    /// The snapshot or restore running now, if any.
+    #[serde(default)]
+    pub progress: Option<Progress>,
 }
 
 /// The database host's resources, from sysinfo.

@@ -2,8 +2,10 @@
 //! overrides (e.g. `FTROVE_TASKMANAGER__LOCAL__STATE_DIR`).
 
 use ferrotrove_bus::BusConfig;
+use ferrotrove_proto::Secret;
+use ferrotrove_proto::agent::SnapshotMethod;
 use ferrotrove_store::StoreConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ pub struct TaskmanagerConfig {
     pub local: LocalConfig,
     /// Time limits of the agent calls (`[timeouts]`).
     pub timeouts: Timeouts,
+    /// How replicas are seeded (`[seeding]`).
+    pub seeding: SeedingConfig,
     /// How long to keep trying to reach the broker at start, in seconds. Default 60.
     pub startup_timeout_secs: u64,
     /// The broker users whose tasks are taken (the API's). Anything else on the
@@ -56,6 +60,95 @@ pub struct LocalConfig {
     /// must run on this host) that may only consume its queue and report. Default true;
     /// false hands agents the control plane's broker credentials.
     pub broker_users: bool,
+    /// `[local.snapshot_s3]`: keep snapshots in an S3-compatible bucket instead of
+    /// `<state_dir>/snapshots`; every agent gets these settings as its `[snapshots.s3]`.
+    /// Default: none.
+    pub snapshot_s3: Option<SnapshotS3Config>,
+}
+
+/// `[local.snapshot_s3]`: the agents' S3 snapshot store. The same keys as the agent's
+/// `[snapshots.s3]` (its `S3Settings`), which this is copied into.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotS3Config {
+    /// The S3 endpoint URL, e.g. `http://127.0.0.1:8080` (path-style requests). Required.
+    pub endpoint: String,
+    /// The bucket; it must exist. Required.
+    pub bucket: String,
+    /// The region requests are signed for. Default `us-east-1`.
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// The access key id. Required.
+    pub access_key_id: String,
+    /// The secret access key. Required. A secret: never logged, but written into each
+    /// agent's `agent.toml` (mode 0600).
+    pub secret_access_key: Secret,
+    /// Objects are stored under `<prefix><name>`. Default: empty.
+    #[serde(default)]
+    pub prefix: String,
+    /// Allow an `http://` endpoint. Default false.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Multipart upload part size in MiB, 5 to 5120; each snapshot being written holds up
+    /// to 5 parts in the agent's memory. Default 16.
+    #[serde(default = "default_s3_part_size_mb")]
+    pub part_size_mb: u32,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_s3_part_size_mb() -> u32 {
+    16
+}
+
+impl SnapshotS3Config {
+    /// What the agent would refuse at start, refused here once instead.
+    fn validate(&self) -> Result<(), String> {
+        let endpoint = self.endpoint.trim();
+        let http = endpoint.starts_with("http://");
+        if !http && !endpoint.starts_with("https://") {
+            return Err("local.snapshot_s3.endpoint must be an http:// or https:// URL".into());
+        }
+        if http && !self.allow_http {
+            return Err(
+                "local.snapshot_s3.endpoint is plain http: set local.snapshot_s3.allow_http = true \
+                 to allow it"
+                    .into(),
+            );
+        }
+        if self.bucket.is_empty() || self.bucket.contains('/') {
+            return Err(format!(
+                "local.snapshot_s3.bucket must be a bucket name, not {:?}",
+                self.bucket
+            ));
+        }
+        if self.region.is_empty() {
+            return Err("local.snapshot_s3.region must not be empty".into());
+        }
+        if self.access_key_id.is_empty() || self.secret_access_key.is_empty() {
+            return Err(
+                "local.snapshot_s3.access_key_id and secret_access_key must not be empty".into(),
+            );
+        }
+        if !(5..=5120).contains(&self.part_size_mb) {
+            return Err(format!(
+                "local.snapshot_s3.part_size_mb must be from 5 to 5120, not {}",
+                self.part_size_mb
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[seeding]`: how replicas get their first copy of the data.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeedingConfig {
+    /// `auto` (physical when the source's host has mariabackup, else logical), `physical`
+    /// or `logical`. Default `auto`.
+    pub method: SnapshotMethod,
 }
 
 /// Seconds each kind of agent call may take.
@@ -89,6 +182,7 @@ impl Default for TaskmanagerConfig {
             provisioner: ProvisionerKind::Local,
             local: LocalConfig::default(),
             timeouts: Timeouts::default(),
+            seeding: SeedingConfig::default(),
             startup_timeout_secs: 60,
             trusted_publishers: Vec::new(),
         }
@@ -105,6 +199,7 @@ impl Default for LocalConfig {
             max_buffer_pool_mb: 256,
             mysqld_user: "mysql".to_owned(),
             broker_users: true,
+            snapshot_s3: None,
         }
     }
 }
@@ -166,6 +261,9 @@ impl TaskmanagerConfig {
         if self.local.host.is_empty() {
             return Err("local.host must not be empty".into());
         }
+        if let Some(s3) = &self.local.snapshot_s3 {
+            s3.validate()?;
+        }
         Ok(())
     }
 
@@ -226,5 +324,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cloud"), "{err}");
+    }
+
+    #[test]
+    fn agents_can_be_given_an_s3_snapshot_store() {
+        assert!(load_str("").unwrap().local.snapshot_s3.is_none());
+        let cfg = load_str(
+            "[local.snapshot_s3]\nendpoint = \"http://127.0.0.1:8080\"\nbucket = \"snaps\"\n\
+             access_key_id = \"test:tester\"\nsecret_access_key = \"s3cr3t-key\"\n\
+             allow_http = true\n",
+        )
+        .unwrap();
+        let s3 = cfg.local.snapshot_s3.as_ref().expect("[local.snapshot_s3]");
+        assert_eq!((s3.region.as_str(), s3.prefix.as_str()), ("us-east-1", ""));
+        assert_eq!(s3.part_size_mb, 16);
+        assert_eq!(s3.secret_access_key.expose(), "s3cr3t-key");
+        assert!(!format!("{cfg:?}").contains("s3cr3t-key"));
+
+        let base = "[local.snapshot_s3]\nendpoint = \"http://h:1\"\nbucket = \"b\"\n\
+                    access_key_id = \"a\"\nsecret_access_key = \"s\"\n";
+        let err = load_str(base).unwrap_err().to_string();
+        assert!(err.contains("allow_http"), "{err}");
+        let err = load_str(&format!("{base}allow_http = true\npart_size_mb = 4\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("part_size_mb"), "{err}");
+        let err = load_str(&format!("{base}allow_http = true\nsecret_key = \"s\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secret_key"), "{err}");
+        let err = load_str("[local.snapshot_s3]\nendpoint = \"https://h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bucket"), "{err}");
     }
 }

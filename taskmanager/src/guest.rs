@@ -12,7 +12,7 @@ use ferrotrove_bus::{Bus, BusError, SigningKey};
 use ferrotrove_proto::Secret;
 use ferrotrove_proto::agent::{
     AgentInfo, AgentRequest, AgentResponse, AttachRequest, PrepareRequest, ReplicationUser,
-    ReplicationUserName, ServerStatus, SnapshotInfo, SnapshotRequest,
+    ReplicationUserName, ServerStatus, SnapshotInfo, SnapshotMethod, SnapshotRequest,
 };
 use ferrotrove_proto::queues;
 use std::time::{Duration, Instant};
@@ -161,8 +161,15 @@ impl<'a> Guest<'a> {
         }
     }
 
-    pub async fn create_snapshot(&self, snapshot_id: Uuid) -> Result<SnapshotInfo, TaskError> {
-        let request = AgentRequest::CreateSnapshot(SnapshotRequest { snapshot_id });
+    pub async fn create_snapshot(
+        &self,
+        snapshot_id: Uuid,
+        method: SnapshotMethod,
+    ) -> Result<SnapshotInfo, TaskError> {
+        let request = AgentRequest::CreateSnapshot(SnapshotRequest {
+            snapshot_id,
+            method,
+        });
         match self.call(request, self.timeouts.seed()).await? {
             AgentResponse::Snapshot(info) => Ok(info),
             other => Err(unexpected("CreateSnapshot", &other)),
@@ -170,7 +177,10 @@ impl<'a> Guest<'a> {
     }
 
     pub async fn delete_snapshot(&self, snapshot_id: Uuid) -> Result<(), TaskError> {
-        let request = AgentRequest::DeleteSnapshot(SnapshotRequest { snapshot_id });
+        let request = AgentRequest::DeleteSnapshot(SnapshotRequest {
+            snapshot_id,
+            method: SnapshotMethod::default(),
+        });
         match self.call(request, self.timeouts.short()).await? {
             AgentResponse::SnapshotDeleted => Ok(()),
             other => Err(unexpected("DeleteSnapshot", &other)),

@@ -45,6 +45,7 @@ pub async fn run(
         provisioner,
         timeouts: config.timeouts.clone(),
         in_flight: Default::default(),
+        seeding: config.seeding.clone(),
     };
     tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager starting");
     ferrotrove_bus::daemon::serve_until_shutdown(

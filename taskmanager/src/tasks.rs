@@ -6,7 +6,7 @@
 //! finished, so a taskmanager that dies mid-task has it redelivered and run again.
 //! A failed task leaves its instance in ERROR with the fault, and the source untouched.
 
-use crate::config::Timeouts;
+use crate::config::{SeedingConfig, Timeouts};
 use crate::error::TaskError;
 use crate::guest::{Guest, TASK_OPERATION};
 use crate::in_flight::{Claim, InFlight};
@@ -31,6 +31,7 @@ pub struct Tasks<P> {
     pub(crate) provisioner: Arc<P>,
     pub(crate) timeouts: Timeouts,
     pub(crate) in_flight: InFlight,
+    pub(crate) seeding: SeedingConfig,
 }
 
 impl<P> Clone for Tasks<P> {
@@ -41,6 +42,7 @@ impl<P> Clone for Tasks<P> {
             provisioner: self.provisioner.clone(),
             timeouts: self.timeouts.clone(),
             in_flight: self.in_flight.clone(),
+            seeding: self.seeding.clone(),
         }
     }
 }
@@ -225,7 +227,7 @@ impl<P: Provisioner> Tasks<P> {
         // Derived from the task, so a redelivered task asks for the same snapshot.
         let snapshot_id = Uuid::new_v5(&operation_id, source_id.as_bytes());
         let source_guest = self.guest(source_id).await?;
-        let snapshot = source_guest.create_snapshot(snapshot_id);
+        let snapshot = source_guest.create_snapshot(snapshot_id, self.seeding.method);
         let builds = futures::future::join_all(
             replicas
                 .iter()

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Broker, Stack, eventually, sql};
 use ferrotrove_bus::{Bus, BusConfig, BusError};
-use ferrotrove_proto::agent::{AgentRequest, AgentResponse, SnapshotRequest};
+use ferrotrove_proto::agent::{AgentRequest, AgentResponse, SnapshotMethod, SnapshotRequest};
 use ferrotrove_proto::queues;
 use ferrotrove_tests::rabbit_node::RabbitNode;
 use std::path::Path;
@@ -55,7 +55,10 @@ fn a_broker_restart_loses_no_command_and_runs_none_twice() {
                 while !enough.load(Ordering::SeqCst) {
                     let operation = Uuid::now_v7();
                     let snapshot_id = Uuid::now_v7();
-                    let request = AgentRequest::CreateSnapshot(SnapshotRequest { snapshot_id });
+                    let request = AgentRequest::CreateSnapshot(SnapshotRequest {
+                        snapshot_id,
+                        method: SnapshotMethod::Logical,
+                    });
                     loop {
                         match bus
                             .call_in_operation::<_, AgentResponse>(

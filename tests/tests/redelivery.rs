@@ -30,6 +30,7 @@ fn a_finished_command_delivered_again_after_a_restart_is_not_run_twice() {
     };
     let snapshot = AgentRequest::CreateSnapshot(SnapshotRequest {
         snapshot_id: Uuid::now_v7(),
+        method: Default::default(),
     });
     let operation = Uuid::now_v7();
     let send = |bus: &Bus| {

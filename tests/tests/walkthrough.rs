@@ -67,6 +67,7 @@ fn forge_heartbeats(stack: &Stack, signer: &str, victim: &str) {
                 ..ServerStatus::default()
             },
             host: HostStats::default(),
+            progress: None,
         });
         let key = stack.signing_key(signer);
         bus.signed_by(key)

@@ -69,7 +69,7 @@ impl TestServer {
         );
         let config = AgentConfig::from_toml(&toml).expect("a valid test config");
         TestServer {
-            instance: Arc::new(Instance::new(config)),
+            instance: Arc::new(Instance::new(config).expect("instance")),
             port,
             _dir: dir,
         }

@@ -2,11 +2,12 @@
 //! agent process, which runs its own MariaDB server on a port of its own.
 //!
 //! Layout: `<state_dir>/instances/<id>/{agent.toml, agent.log, agent.pid, <server files>}`
-//! and `<state_dir>/snapshots/` shared by all agents as the snapshot store. Agents run in
-//! their own process group, so stopping the taskmanager leaves instances serving.
+//! and `<state_dir>/snapshots/` shared by all agents as the snapshot store, unless
+//! `[local.snapshot_s3]` gives them a bucket instead. Agents run in their own process
+//! group, so stopping the taskmanager leaves instances serving.
 
 use super::{Endpoint, ProvisionError, Provisioner, broker_users};
-use crate::config::{LocalConfig, Timeouts};
+use crate::config::{LocalConfig, SnapshotS3Config, Timeouts};
 use crate::guest::Guest;
 use ferrotrove_bus::{Bus, BusConfig, TlsConfig};
 use ferrotrove_proto::{Secret, queues};
@@ -66,6 +67,10 @@ struct AgentServer {
 #[derive(Serialize, Deserialize)]
 struct AgentSnapshots {
     dir: PathBuf,
+    /// `[snapshots.s3]`: the bucket that replaces `dir` as the store (its secret key is
+    /// why the file is 0600 too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s3: Option<SnapshotS3Config>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -130,6 +135,7 @@ impl LocalProvisioner {
             },
             snapshots: AgentSnapshots {
                 dir: self.config.state_dir.join("snapshots"),
+                s3: self.config.snapshot_s3.clone(),
             },
             heartbeat: AgentHeartbeat {
                 interval_secs: self.config.heartbeat_interval_secs,
@@ -137,7 +143,8 @@ impl LocalProvisioner {
         };
         let text = toml::to_string(&agent)
             .map_err(|e| ProvisionError::Other(format!("cannot write the agent config: {e}")))?;
-        // Created 0600 from the first byte: it holds the broker credentials.
+        // Created 0600 from the first byte: it holds the broker credentials (and the S3
+        // secret key).
         let tmp = dir.join("agent.toml.tmp");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -402,4 +409,68 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_get_the_s3_snapshot_store_as_their_snapshots_s3() {
+        let s3: SnapshotS3Config = toml::from_str(
+            "endpoint = \"http://127.0.0.1:8080\"\nbucket = \"snaps\"\n\
+             access_key_id = \"test:tester\"\nsecret_access_key = \"s3cr3t\"\n\
+             allow_http = true\n",
+        )
+        .unwrap();
+        let agent = |s3| AgentToml {
+            instance_id: Uuid::nil(),
+            secret: Secret::new("x"),
+            bus: AgentBus {
+                url: "amqp://127.0.0.1".into(),
+                exchange: "ferrotrove".into(),
+                confined: true,
+                tls: TlsConfig::default(),
+            },
+            server: AgentServer {
+                base_dir: "/i".into(),
+                port: 3306,
+                bind_address: "127.0.0.1".into(),
+                mysqld_user: "mysql".into(),
+                max_buffer_pool_mb: 256,
+            },
+            snapshots: AgentSnapshots {
+                dir: "/s".into(),
+                s3,
+            },
+            heartbeat: AgentHeartbeat { interval_secs: 5 },
+        };
+        let text = toml::to_string(&agent(Some(s3))).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let written = table["snapshots"]["s3"].as_table().expect("[snapshots.s3]");
+        let mut keys: Vec<_> = written.keys().map(String::as_str).collect();
+        keys.sort();
+        // Exactly the keys of the agent's S3Settings, which refuses any other.
+        assert_eq!(
+            keys,
+            [
+                "access_key_id",
+                "allow_http",
+                "bucket",
+                "endpoint",
+                "part_size_mb",
+                "prefix",
+                "region",
+                "secret_access_key"
+            ]
+        );
+        assert_eq!(written["secret_access_key"].as_str(), Some("s3cr3t"));
+        assert_eq!(written["part_size_mb"].as_integer(), Some(16));
+        let back: AgentToml = toml::from_str(&text).unwrap();
+        assert_eq!(back.snapshots.s3.unwrap().bucket, "snaps");
+
+        // Without it, the agent's config has no [snapshots.s3] at all.
+        let text = toml::to_string(&agent(None)).unwrap();
+        assert!(!text.contains("s3"), "{text}");
+    }
 }

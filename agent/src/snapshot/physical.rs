@@ -1,0 +1,330 @@
+//! Physical snapshots: the backup tool's stream of the data files, taken from the running
+//! server (it keeps serving writes), and restoring one into a replica's data directory.
+//!
+//! Taking one: `mariabackup --backup --stream=xbstream` writes to a pipe that goes straight
+//! into the store (through zstd when configured), hashed on the way; nothing is staged on
+//! local disk, and memory stays flat whatever the data size. The GTID position of the copy
+//! is in the tool's report ("GTID of the last change").
+//!
+//! Restoring one: the replica's server stops, its data dir is set aside, the stored stream
+//! is read back (hashed, and checked against the record before anything uses the result)
+//! into `mbstream -x`, then `mariabackup --prepare` makes the files consistent. The copied
+//! system tables are the source's, so the server starts with an init file that gives the
+//! admin account this instance's own password. On any failure the set-aside data dir is
+//! put back and the server started as it was.
+
+use super::logical::check_digest;
+use super::metered::{HashingReader, HashingWriter, dir_size};
+use super::on_blocking_thread;
+use super::tool::ToolProcess;
+use crate::config::Compression;
+use crate::credentials::read_client_cnf;
+use crate::error::{AgentError, Result};
+use crate::fsutil;
+use crate::instance::Instance;
+use crate::store::data_object;
+use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use uuid::Uuid;
+
+/// zstd level and threads for compressed physical snapshots: fast enough not to be the
+/// bottleneck on a slow link, which is the only place compression pays.
+const ZSTD_LEVEL: i32 = 1;
+const ZSTD_THREADS: u32 = 2;
+/// Memory `mariabackup --prepare` may use for its buffer pool.
+const PREPARE_MEMORY: &str = "--use-memory=256M";
+/// Where the backup tool writes the position of the copy, inside the restored data dir.
+const BINLOG_INFO: &str = "xtrabackup_binlog_info";
+
+/// Whether the backup tool can be run on this host.
+pub fn available(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Copies the running server's data files into the store as `snapshot_id`.
+pub async fn create(instance: &Instance, snapshot_id: Uuid) -> Result<SnapshotInfo> {
+    let compression = instance.config.snapshots.compression;
+    tracing::info!(%snapshot_id, ?compression, "taking a physical snapshot");
+    let operation = instance.progress.start(
+        "snapshot",
+        "copying",
+        Some(dir_size(&instance.paths.data_dir)),
+    );
+    let store = instance.store.clone();
+    let program = instance.config.server.backup.clone();
+    let client_cnf = instance.paths.client_cnf.clone();
+    let work_dir = instance.paths.tmp_dir.join(format!("backup-{snapshot_id}"));
+    let args = vec![
+        "--backup".to_owned(),
+        "--stream=xbstream".to_owned(),
+        format!("--datadir={}", instance.paths.data_dir.display()),
+        format!("--target-dir={}", work_dir.display()),
+        "--parallel=2".to_owned(),
+    ];
+    let copied = operation.bytes();
+    let (size_bytes, sha256, report) = on_blocking_thread("snapshot", move || {
+        let result = stream_backup(&program, &client_cnf, &args, &store, snapshot_id, compression, copied);
+        if let Err(err) = std::fs::remove_dir_all(&work_dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %err, dir = %work_dir.display(), "cannot remove the backup's work dir");
+        }
+        result
+    })
+    .await?;
+    let gtid_pos = gtid_in_report(&report).ok_or_else(|| AgentError::Command {
+        program: instance.config.server.backup.clone(),
+        message: "its report names no GTID position; is the binary log enabled?".to_owned(),
+    })?;
+    Ok(SnapshotInfo {
+        snapshot_id,
+        format: match compression {
+            Compression::None => SnapshotFormat::PhysicalXbstream,
+            Compression::Zstd => SnapshotFormat::PhysicalXbstreamZstd,
+        },
+        gtid_pos,
+        size_bytes,
+        sha256,
+    })
+}
+
+/// Runs the backup tool into the store; answers with the stored size, its SHA-256 and the
+/// tool's report (stderr).
+fn stream_backup(
+    program: &str,
+    client_cnf: &Path,
+    args: &[String],
+    store: &Arc<dyn crate::store::SnapshotStore>,
+    snapshot_id: Uuid,
+    compression: Compression,
+    copied: Arc<AtomicU64>,
+) -> Result<(u64, String, String)> {
+    let writer = store.create(&data_object(snapshot_id))?;
+    let mut hashing = HashingWriter::new(writer, None);
+    let mut tool = ToolProcess::spawn(program, client_cnf, args, Stdio::null(), Stdio::piped())?;
+    let Some(stdout) = tool.child.stdout.take() else {
+        return Err(AgentError::Internal("the backup's stdout was not captured".to_owned()));
+    };
+    let mut source = super::metered::HashingReader::new(stdout, Some(copied));
+    let copy = match compression {
+        Compression::None => std::io::copy(&mut source, &mut hashing).map(|_| ()),
+        Compression::Zstd => zstd_copy(&mut source, &mut hashing),
+    };
+    if let Err(err) = copy {
+        // The writer is dropped unfinished: nothing appears in the store.
+        return Err(tool.abort(format!("cannot store its stream: {err}")));
+    }
+    let report = tool.finish_with_stderr()?;
+    let (size, sha256) = hashing.digest();
+    hashing.inner.finish()?;
+    Ok((size, sha256, report))
+}
+
+fn zstd_copy(source: &mut impl std::io::Read, out: &mut impl Write) -> std::io::Result<()> {
+    let mut encoder = zstd::Encoder::new(out, ZSTD_LEVEL)?;
+    encoder.multithread(ZSTD_THREADS)?;
+    std::io::copy(source, &mut encoder)?;
+    encoder.finish()?.flush()
+}
+
+/// The GTID position in mariabackup's report: `GTID of the last change '0-1-154'`.
+fn gtid_in_report(report: &str) -> Option<String> {
+    report.lines().rev().find_map(|line| {
+        let rest = line.split("GTID of the last change '").nth(1)?;
+        Some(rest.split('\'').next()?.to_owned())
+    })
+}
+
+/// The GTID position in the restored data dir's binlog info (`file\tposition\tgtid`).
+fn gtid_in_binlog_info(text: &str) -> String {
+    text.split('\t').nth(2).unwrap_or("").trim().to_owned()
+}
+
+/// Replaces the instance's data with the snapshot and starts the server on it. The server
+/// must hold no data of its own (a new replica).
+pub async fn restore(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
+    let paths = &instance.paths;
+    let set_aside = sibling(&paths.data_dir, "before-restore");
+    let operation = instance.progress.start("restore", "copying", Some(info.size_bytes));
+    tracing::info!(snapshot_id = %info.snapshot_id, "restoring a physical snapshot");
+    instance.server.stop().await?;
+    if set_aside.exists() {
+        std::fs::remove_dir_all(&set_aside)
+            .map_err(|err| AgentError::io("remove", &set_aside, err))?;
+    }
+    std::fs::rename(&paths.data_dir, &set_aside)
+        .map_err(|err| AgentError::io("set aside", &paths.data_dir, err))?;
+    let restored = replace_data(instance, info, &operation).await;
+    if let Err(err) = restored {
+        tracing::warn!(error = %err, "restore failed; putting the previous data dir back");
+        put_back(&paths.data_dir, &set_aside);
+        if let Err(start) = instance.server.start().await {
+            tracing::error!(error = %start, "cannot start the server on its previous data");
+        }
+        return Err(err);
+    }
+    operation.stage("starting");
+    let admin = read_client_cnf(&paths.client_cnf)?.ok_or_else(|| {
+        AgentError::Internal(format!("{} is missing", paths.client_cnf.display()))
+    })?;
+    let own_password = instance.flavor.set_admin_password(&admin.password);
+    if let Err(err) = instance.server.start_with_init_sql(&own_password).await {
+        put_back(&paths.data_dir, &set_aside);
+        if let Err(start) = instance.server.start().await {
+            tracing::error!(error = %start, "cannot start the server on its previous data");
+        }
+        return Err(err);
+    }
+    if let Err(err) = std::fs::remove_dir_all(&set_aside) {
+        tracing::warn!(error = %err, dir = %set_aside.display(), "cannot remove the previous data dir");
+    }
+    tracing::info!("physical snapshot restored");
+    Ok(())
+}
+
+/// Fills a new data dir from the store, checks it, prepares it and hands it to the
+/// server's user.
+async fn replace_data(
+    instance: &Instance,
+    info: &SnapshotInfo,
+    operation: &crate::progress::Operation,
+) -> Result<()> {
+    let data_dir = instance.paths.data_dir.clone();
+    fsutil::create_dir_with_mode(&data_dir, 0o750)?;
+    let store = instance.store.clone();
+    let extract = instance.config.server.backup_extract.clone();
+    let expected = info.clone();
+    let read = operation.bytes();
+    let target = data_dir.clone();
+    on_blocking_thread("restore", move || {
+        extract_stream(&store, &extract, &expected, &target, read)
+    })
+    .await?;
+    operation.stage("preparing");
+    let backup = instance.config.server.backup.clone();
+    let target = data_dir.clone();
+    on_blocking_thread("prepare", move || {
+        let args = vec![
+            "--prepare".to_owned(),
+            format!("--target-dir={}", target.display()),
+            PREPARE_MEMORY.to_owned(),
+        ];
+        // --no-defaults: the host's /etc/mysql must not point the tool elsewhere.
+        let mut all = vec!["--no-defaults".to_owned()];
+        all.extend(args);
+        ToolProcess::spawn_plain(&backup, &all, Stdio::null(), Stdio::null())?.finish()
+    })
+    .await?;
+    let binlog_info = data_dir.join(BINLOG_INFO);
+    let text = std::fs::read_to_string(&binlog_info)
+        .map_err(|err| AgentError::io("read", &binlog_info, err))?;
+    let position = gtid_in_binlog_info(&text);
+    if position != info.gtid_pos {
+        return Err(AgentError::SnapshotMismatch(format!(
+            "snapshot {} restored at GTID position '{position}', but its record says '{}'",
+            info.snapshot_id, info.gtid_pos
+        )));
+    }
+    if let Some(user) = instance.server.run_as()? {
+        chown_tree(&data_dir, user)?;
+    }
+    Ok(())
+}
+
+/// Streams the stored snapshot into `mbstream -x -C target`, then compares what was read
+/// with the record.
+fn extract_stream(
+    store: &Arc<dyn crate::store::SnapshotStore>,
+    program: &str,
+    info: &SnapshotInfo,
+    target: &Path,
+    read: Arc<AtomicU64>,
+) -> Result<()> {
+    let mut stored = HashingReader::new(store.open(&data_object(info.snapshot_id))?, Some(read));
+    let args = vec!["-x".to_owned(), "-C".to_owned(), target.display().to_string()];
+    let mut tool = ToolProcess::spawn_plain(program, &args, Stdio::piped(), Stdio::null())?;
+    let Some(mut stdin) = tool.child.stdin.take() else {
+        return Err(AgentError::Internal("the extractor's stdin was not captured".to_owned()));
+    };
+    let copied = match info.format {
+        SnapshotFormat::PhysicalXbstreamZstd => zstd::Decoder::new(&mut stored)
+            .and_then(|mut decoder| std::io::copy(&mut decoder, &mut stdin)),
+        _ => std::io::copy(&mut stored, &mut stdin),
+    };
+    drop(stdin);
+    match copied {
+        Ok(_) => tool.finish()?,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => tool.finish()?,
+        Err(err) => {
+            return Err(tool.abort(format!(
+                "cannot feed it snapshot {}: {err}",
+                info.snapshot_id
+            )));
+        }
+    }
+    check_digest(info, stored.digest())
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
+}
+
+/// Puts the set-aside data dir back in place of a failed restore.
+fn put_back(data_dir: &Path, set_aside: &Path) {
+    if let Err(err) = std::fs::remove_dir_all(data_dir)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!(error = %err, dir = %data_dir.display(), "cannot remove a failed restore");
+    }
+    if let Err(err) = std::fs::rename(set_aside, data_dir) {
+        tracing::error!(error = %err, dir = %set_aside.display(), "cannot put the previous data dir back");
+    }
+}
+
+fn chown_tree(dir: &Path, user: fsutil::SystemUser) -> Result<()> {
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        fsutil::chown(&dir, user)?;
+        for entry in std::fs::read_dir(&dir).map_err(|err| AgentError::io("list", &dir, err))? {
+            let entry = entry.map_err(|err| AgentError::io("list", &dir, err))?;
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path);
+            } else {
+                fsutil::chown(&path, user)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_read_from_the_report_and_the_binlog_info() {
+        let report = "[00] 2026-11-25 16:09:19 Backup created in directory '/x'\n\
+            MySQL binlog position: filename 'mysql-bin.000001', position '1091', GTID of the last change '0-5-5'\n\
+            [00] 2026-11-25 16:09:19 completed OK!\n";
+        assert_eq!(gtid_in_report(report).as_deref(), Some("0-5-5"));
+        assert_eq!(gtid_in_report("completed OK!"), None);
+        assert_eq!(gtid_in_binlog_info("mysql-bin.000001\t1091\t0-5-5\n"), "0-5-5");
+        assert_eq!(gtid_in_binlog_info("mysql-bin.000001\t1091\n"), "");
+        assert_eq!(
+            sibling(Path::new("/srv/i1/data"), "before-restore"),
+            Path::new("/srv/i1/data.before-restore")
+        );
+    }
+}
