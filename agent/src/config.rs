@@ -355,11 +355,15 @@ mod tests {
 
     #[test]
     fn tls_for_an_amqps_broker() {
-        let with_tls = MINIMAL
-            .replace("amqp://", "amqps://")
-            .replace("[server]", "[bus.tls]\nca_file = \"/etc/hostname\"\n[server]");
+        let with_tls = MINIMAL.replace("amqp://", "amqps://").replace(
+            "[server]",
+            "[bus.tls]\nca_file = \"/etc/hostname\"\n[server]",
+        );
         let cfg = AgentConfig::from_toml(&with_tls).unwrap();
-        assert_eq!(cfg.bus.to_bus_config().tls.ca_file, Some("/etc/hostname".into()));
+        assert_eq!(
+            cfg.bus.to_bus_config().tls.ca_file,
+            Some("/etc/hostname".into())
+        );
         // TLS settings for a plain URL are refused, not silently unused.
         let plain = with_tls.replace("amqps://", "amqp://");
         let err = AgentConfig::from_toml(&plain).unwrap_err().to_string();

@@ -55,6 +55,10 @@ pub enum AgentError {
     #[error("{0}")]
     Server(String),
 
+    /// The file system holding the named directory has no room left.
+    #[error("{0}")]
+    DiskFull(String),
+
     /// A snapshot's bytes do not match its recorded size or checksum.
     #[error("{0}")]
     SnapshotMismatch(String),
@@ -85,9 +89,10 @@ impl AgentError {
             AgentError::Conflict(_) => ErrorKind::Conflict,
             AgentError::Unavailable(_) => ErrorKind::Unavailable,
             AgentError::Database { .. } => ErrorKind::Database,
-            AgentError::Io { .. } | AgentError::Command { .. } | AgentError::Server(_) => {
-                ErrorKind::Io
-            }
+            AgentError::Io { .. }
+            | AgentError::Command { .. }
+            | AgentError::Server(_)
+            | AgentError::DiskFull(_) => ErrorKind::Io,
             AgentError::Internal(_) => ErrorKind::Internal,
         }
     }

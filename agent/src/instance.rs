@@ -7,9 +7,9 @@ use crate::error::{AgentError, Result};
 use crate::flavor::{self, Flavor};
 use crate::paths::InstancePaths;
 use crate::progress::ProgressTracker;
+use crate::server::ServerControl;
 use crate::store::{DirectoryStore, S3Store, SnapshotStore};
 use std::sync::Arc;
-use crate::server::ServerControl;
 
 /// Everything a command needs to act on the instance.
 pub struct Instance {

@@ -90,6 +90,9 @@ async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
         );
     }
     let instance = Arc::new(Instance::new(config).context("cannot set up the snapshot store")?);
+    if let Err(err) = ferrotrove_agent::snapshot::clean_unfinished(&instance).await {
+        tracing::warn!(error = %err, "cannot remove unfinished snapshots");
+    }
     if let Err(err) = instance.start_if_prepared().await {
         // Keep serving: the control plane sees the server down in Status and heartbeats.
         tracing::error!(error = %err, "cannot start the prepared server");

@@ -101,7 +101,12 @@ mod tests {
         op.stage("preparing");
         let seen = tracker.snapshot().unwrap();
         assert_eq!(
-            (seen.operation.as_str(), seen.stage.as_str(), seen.bytes_done, seen.bytes_total),
+            (
+                seen.operation.as_str(),
+                seen.stage.as_str(),
+                seen.bytes_done,
+                seen.bytes_total
+            ),
             ("restore", "preparing", 40, Some(100))
         );
         drop(op);

@@ -94,9 +94,7 @@ async fn snapshot_attach_and_detach(method: SnapshotMethod, server_id: u32) {
         snapshot_id,
         method,
     };
-    let info = snapshot::create(&source.instance, &request)
-        .await
-        .unwrap();
+    let info = snapshot::create(&source.instance, &request).await.unwrap();
     writer.await.unwrap();
     assert!(
         info.gtid_pos.starts_with(&format!("0-{server_id}-")),
@@ -285,4 +283,53 @@ async fn run_attach_and_detach(
         .await
         .unwrap();
     assert_eq!(count_accounts(&source, REPL_USER).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_during_a_physical_restore_is_named_and_leaves_the_replica_as_it_was() {
+    let snapshots = shared_tempdir();
+    let (source, replica) = tokio::join!(
+        TestServer::prepared_source(snapshots.path(), 31),
+        TestServer::prepared_replica_on_tmpfs(snapshots.path(), 32),
+    );
+    // About 40 MiB of rows on the source.
+    let mut app = source.app().await;
+    app.query_drop("CREATE TABLE shop.blobs (id INT AUTO_INCREMENT PRIMARY KEY, b LONGBLOB)")
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        app.query_drop("INSERT INTO shop.blobs (b) VALUES (CONCAT(RANDOM_BYTES(1024), REPEAT(RANDOM_BYTES(1024), 1023)))")
+            .await
+            .unwrap();
+    }
+    let info = snapshot::create(
+        &source.instance,
+        &SnapshotRequest {
+            snapshot_id: Uuid::now_v7(),
+            method: SnapshotMethod::Physical,
+        },
+    )
+    .await
+    .unwrap();
+    replica.limit_disk(8);
+
+    let err = replication::attach(&replica.instance, &attach_request(&source, &info))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AgentError::DiskFull(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "the disk holding {}",
+            replica.instance.paths.data_dir.display()
+        )),
+        "{text}"
+    );
+    // The replica is back on its own data, serving, and no half-restored copy is left.
+    assert_eq!(
+        status::read_checked(&replica.instance).await.unwrap().role,
+        Some(Role::Standalone)
+    );
+    assert_eq!(replica.admin_query("SELECT 1").await.len(), 1);
+    assert!(!replica.base_dir().join("data.before-restore").exists());
 }

@@ -86,39 +86,45 @@ impl Liveness {
     }
 }
 
+/// A heartbeat row received `age_ms` ago, for tests.
+#[cfg(test)]
+pub(crate) fn test_guest(age_ms: u64, server_up: bool) -> GuestStatus {
+    GuestStatus {
+        instance_id: uuid::Uuid::nil(),
+        boot_id: uuid::Uuid::nil(),
+        seq: 1,
+        received_at: time::OffsetDateTime::UNIX_EPOCH,
+        age_ms,
+        server_up,
+        version: None,
+        read_only: None,
+        role: None,
+        source_host: None,
+        source_port: None,
+        io_running: None,
+        sql_running: None,
+        lag_seconds: None,
+        gtid_binlog_pos: None,
+        gtid_slave_pos: None,
+        gtid_current_pos: None,
+        server_error: None,
+        last_error: None,
+        cpu_percent: 0.0,
+        mem_used: 0,
+        mem_total: 0,
+        disk_used: 0,
+        disk_total: 0,
+        progress: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::OffsetDateTime;
-    use uuid::Uuid;
 
     fn guest(age_ms: u64, server_up: bool) -> GuestStatus {
-        GuestStatus {
-            instance_id: Uuid::nil(),
-            boot_id: Uuid::nil(),
-            seq: 1,
-            received_at: OffsetDateTime::UNIX_EPOCH,
-            age_ms,
-            server_up,
-            version: None,
-            read_only: None,
-            role: None,
-            source_host: None,
-            source_port: None,
-            io_running: None,
-            sql_running: None,
-            lag_seconds: None,
-            gtid_binlog_pos: None,
-            gtid_slave_pos: None,
-            gtid_current_pos: None,
-            server_error: None,
-            last_error: None,
-            cpu_percent: 0.0,
-            mem_used: 0,
-            mem_total: 0,
-            disk_used: 0,
-            disk_total: 0,
-        }
+        test_guest(age_ms, server_up)
     }
 
     const EXPIRY: Duration = Duration::from_secs(30);

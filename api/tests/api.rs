@@ -5,10 +5,13 @@
 mod common;
 
 use common::{TENANT, TestApi, assert_fault, instance_id};
+use ferrotrove_proto::agent::{Progress, ServerStatus};
+use ferrotrove_proto::conductor::{Heartbeat, HostStats};
 use ferrotrove_proto::status::InstanceStatus;
 use ferrotrove_proto::taskmanager::TaskRequest;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 #[tokio::test]
 async fn create_show_list_and_the_cast() {
@@ -866,5 +869,198 @@ async fn a_failed_cast_leaves_no_build_behind() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(accepted, "casts work again after the broker recovers");
+    api.stop().await;
+}
+
+/// What an agent reports `secs` seconds into a snapshot or restore of 2 GiB at 100 MiB/s.
+fn seeding(operation: &str, secs: u64, total: Option<u64>) -> Progress {
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    Progress {
+        operation: operation.to_owned(),
+        stage: "copying".to_owned(),
+        bytes_done: (secs * 100) << 20,
+        bytes_total: total,
+        started_at_ms: now_ms - i64::try_from(secs * 1000).unwrap(),
+    }
+}
+
+/// The next heartbeat of an agent, with `progress`, recorded as the conductor would.
+async fn report(api: &TestApi, id: Uuid, boot_id: Uuid, seq: u64, progress: Option<Progress>) {
+    let heartbeat = Heartbeat {
+        instance_id: id,
+        boot_id,
+        seq,
+        server: ServerStatus {
+            up: true,
+            ..Default::default()
+        },
+        host: HostStats::default(),
+        progress,
+    };
+    assert!(api.store.record_heartbeat(&heartbeat).await.unwrap());
+}
+
+/// Makes an instance's last heartbeat a minute old, past the API's 30 s expiry.
+fn age_heartbeat(api: &TestApi, id: Uuid) {
+    let sql = format!(
+        "UPDATE `{}`.guest_status SET received_at = received_at - INTERVAL 1 MINUTE \
+         WHERE instance_id = '{id}'",
+        api.store.database()
+    );
+    let status = std::process::Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "3306",
+            "-u",
+            "ferrotrove",
+            "-pferrotrove",
+            "-e",
+            &sql,
+        ])
+        .status()
+        .expect("run the mariadb client");
+    assert!(status.success(), "{sql}");
+}
+
+async fn shown_progress(api: &TestApi, id: Uuid) -> Option<Value> {
+    let (status, body) = api.get(&format!("/instances/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["instance"].get("progress").cloned()
+}
+
+#[tokio::test]
+async fn seeding_progress_shows_while_in_build() {
+    let api = TestApi::start().await;
+    let source = api.insert_instance("src").await;
+    api.make_active(source).await;
+    let replica = api
+        .store
+        .insert_instance(&ferrotrove_store::NewInstance {
+            id: Uuid::new_v4(),
+            tenant_id: TENANT.to_owned(),
+            name: "r1".to_owned(),
+            flavor_id: "7".to_owned(),
+            volume_size: 1,
+            datastore: "mariadb".to_owned(),
+            datastore_version: "10.11".to_owned(),
+            status: InstanceStatus::Build,
+            replica_of: Some(source),
+        })
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        shown_progress(&api, replica).await,
+        None,
+        "nobody reports yet"
+    );
+
+    // The source's snapshot is the replica's first stage; the source shows none (ACTIVE).
+    let source_boot = Uuid::now_v7();
+    report(
+        &api,
+        source,
+        source_boot,
+        2,
+        Some(seeding("snapshot", 4, None)),
+    )
+    .await;
+    let shown = shown_progress(&api, replica)
+        .await
+        .expect("the source's snapshot");
+    assert_eq!(shown["operation"], "snapshot");
+    assert_eq!(shown["stage"], "copying");
+    assert_eq!(shown["bytes_done"], 400u64 << 20);
+    for unknown in ["bytes_total", "percent", "eta_seconds"] {
+        assert_eq!(
+            shown.get(unknown),
+            Some(&Value::Null),
+            "{unknown} in {shown}"
+        );
+    }
+    let rate = shown["rate_bytes_per_sec"].as_u64().expect("a rate");
+    assert!((90u64 << 20..=101 << 20).contains(&rate), "{rate}");
+    let (_, body) = api.get(&format!("/instances/{source}")).await;
+    assert!(body["instance"].get("progress").is_none(), "{body}");
+    assert_eq!(body["instance"]["status"], "ACTIVE");
+
+    // Its own agent up but idle: still the source's. Then its own restore.
+    let boot = Uuid::now_v7();
+    report(&api, replica, boot, 1, None).await;
+    assert_eq!(
+        shown_progress(&api, replica).await.unwrap()["operation"],
+        "snapshot"
+    );
+    report(
+        &api,
+        replica,
+        boot,
+        2,
+        Some(seeding("restore", 6, Some(2 << 30))),
+    )
+    .await;
+    let shown = shown_progress(&api, replica)
+        .await
+        .expect("its own restore");
+    assert_eq!(shown["operation"], "restore");
+    assert_eq!(shown["bytes_total"], 2u64 << 30);
+    let percent = shown["percent"].as_f64().expect("a percent");
+    assert!((29.0..=29.4).contains(&percent), "{percent}");
+    let eta = shown["eta_seconds"].as_u64().expect("an eta");
+    assert!((13..=16).contains(&eta), "{eta}");
+
+    // In lists too, and the Trove fields are as before.
+    let (_, body) = api.get("/instances").await;
+    let listed = body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == replica.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(listed["progress"]["operation"], "restore");
+    assert_eq!(
+        (
+            listed["status"].as_str(),
+            listed["operating_status"].as_str()
+        ),
+        (Some("BUILD"), Some("HEALTHY"))
+    );
+    assert_eq!(listed["replica_of"]["id"], source.to_string());
+
+    // A report older than the expiry is ignored: the source's snapshot shows again, until
+    // that one is old too.
+    age_heartbeat(&api, replica);
+    assert_eq!(
+        shown_progress(&api, replica).await.unwrap()["operation"],
+        "snapshot"
+    );
+    age_heartbeat(&api, source);
+    assert_eq!(shown_progress(&api, replica).await, None);
+
+    // Out of BUILD, no progress key, whatever the agents report.
+    report(
+        &api,
+        source,
+        source_boot,
+        3,
+        Some(seeding("snapshot", 1, None)),
+    )
+    .await;
+    report(&api, replica, boot, 3, Some(seeding("restore", 1, None))).await;
+    assert!(shown_progress(&api, replica).await.is_some());
+    api.store
+        .set_status(replica, InstanceStatus::Active, None)
+        .await
+        .unwrap();
+    assert_eq!(shown_progress(&api, replica).await, None);
     api.stop().await;
 }

@@ -1,6 +1,8 @@
 //! Reading Trove-shaped JSON for display: the instance's list row and its Property/Value
 //! rows, flattened the way Trove's printer does (`flavor` → its id, `datastore` → type and
 //! version, `ip` comma-joined, `replicas` → their ids comma-joined, `fault` → its message).
+//! Ferrotrove's own `progress` (a snapshot or restore seeding an instance in BUILD) becomes
+//! one line: `restore: copying 1.2 GiB / 2.0 GiB (60%), 310 MiB/s, 3 s left`.
 //!
 //! Everything works on `serde_json::Value` and tolerates missing or odd fields (ids may be
 //! numbers or strings), because the same JSON is also printed raw with `--json`.
@@ -155,7 +157,99 @@ pub fn instance_properties(instance: &Value) -> Vec<(String, String)> {
     add("replica_of", replica_of(instance).unwrap_or_default());
     add("replicas", replica_ids(instance).join(","));
     add("fault", text(instance, &["fault", "message"]));
+    add(
+        "progress",
+        progress(instance).map(|p| p.summary()).unwrap_or_default(),
+    );
     rows
+}
+
+/// A snapshot or restore under way, as the API reports it in an instance's `progress`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// `snapshot` or `restore`.
+    pub operation: String,
+    /// The step within it (`copying`, `preparing`, ...).
+    pub stage: String,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    pub percent: Option<f64>,
+    pub rate_bytes_per_sec: Option<u64>,
+    pub eta_seconds: Option<u64>,
+}
+
+impl Progress {
+    /// `restore: copying 1.2 GiB / 2.0 GiB (60%), 310 MiB/s, 3 s left`; the parts the API
+    /// does not know yet are left out.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{}: {} {}",
+            self.operation,
+            self.stage,
+            bytes(self.bytes_done)
+        );
+        if let Some(total) = self.bytes_total {
+            line.push_str(&format!(" / {}", bytes(total)));
+        }
+        if let Some(percent) = self.percent {
+            line.push_str(&format!(" ({}%)", percent.clamp(0.0, 100.0).floor()));
+        }
+        if let Some(rate) = self.rate_bytes_per_sec {
+            line.push_str(&format!(", {}/s", bytes(rate)));
+        }
+        if let Some(eta) = self.eta_seconds {
+            line.push_str(&format!(", {} left", duration(eta)));
+        }
+        line
+    }
+}
+
+/// The instance's `progress`, when it has one with at least an operation.
+pub fn progress(instance: &Value) -> Option<Progress> {
+    let progress = at(instance, &["progress"]).filter(|p| p.is_object())?;
+    let operation = text(progress, &["operation"]);
+    if operation.is_empty() {
+        return None;
+    }
+    let number = |key: &str| at(progress, &[key]).and_then(Value::as_u64);
+    Some(Progress {
+        operation,
+        stage: text(progress, &["stage"]),
+        bytes_done: number("bytes_done").unwrap_or(0),
+        bytes_total: number("bytes_total"),
+        percent: at(progress, &["percent"]).and_then(Value::as_f64),
+        rate_bytes_per_sec: number("rate_bytes_per_sec"),
+        eta_seconds: number("eta_seconds"),
+    })
+}
+
+/// A byte count in binary units: `512 B`, `1.2 GiB`, `310 MiB` (one decimal below 100).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    // Display only: the precision an f64 loses beyond 2^53 bytes does not show.
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 99.95 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+/// A duration for people: `45 s`, `2 min 5 s`, `1 h 3 min`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 /// The fault message of an instance, if it has one.
@@ -209,6 +303,68 @@ mod tests {
         assert_eq!(get("datastore_version"), Some("10.11"));
         assert_eq!(get("replicas"), None);
         assert_eq!(get("fault"), None);
+    }
+
+    #[test]
+    fn byte_counts_and_durations() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(1_288_490_189), "1.2 GiB");
+        assert_eq!(bytes(2 << 30), "2.0 GiB");
+        assert_eq!(bytes(310 << 20), "310 MiB");
+        assert_eq!(bytes((100 << 20) - 1), "100 MiB");
+        assert_eq!(bytes(1023 << 20), "1023 MiB");
+        assert_eq!(bytes(u64::MAX), "16.0 EiB");
+        assert_eq!(duration(3), "3 s");
+        assert_eq!(duration(125), "2 min 5 s");
+        assert_eq!(duration(3_780), "1 h 3 min");
+    }
+
+    #[test]
+    fn progress_row_of_a_restore() {
+        let inst = json!({"id": "r-1", "status": "BUILD", "progress": {
+            "operation": "restore", "stage": "copying", "bytes_done": 1_288_490_189u64,
+            "bytes_total": 2u64 << 30, "percent": 60.0, "rate_bytes_per_sec": 310u64 << 20,
+            "eta_seconds": 3
+        }});
+        let rows = instance_properties(&inst);
+        let get = |k: &str| rows.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("progress"),
+            Some("restore: copying 1.2 GiB / 2.0 GiB (60%), 310 MiB/s, 3 s left")
+        );
+    }
+
+    #[test]
+    fn progress_row_leaves_out_what_is_not_known() {
+        let snapshot = json!({"progress": {
+            "operation": "snapshot", "stage": "dumping", "bytes_done": 5u64 << 20,
+            "bytes_total": null, "percent": null, "rate_bytes_per_sec": null, "eta_seconds": null
+        }});
+        assert_eq!(
+            progress(&snapshot).map(|p| p.summary()).as_deref(),
+            Some("snapshot: dumping 5.0 MiB")
+        );
+        let almost = json!({"progress": {
+            "operation": "restore", "stage": "copying", "bytes_done": 9_996,
+            "bytes_total": 10_000, "percent": 99.9, "rate_bytes_per_sec": 0
+        }});
+        assert_eq!(
+            progress(&almost).map(|p| p.summary()).as_deref(),
+            Some("restore: copying 9.8 KiB / 9.8 KiB (99%), 0 B/s")
+        );
+        // No progress, or nothing readable in it: no row.
+        for inst in [
+            json!({"status": "ACTIVE"}),
+            json!({"progress": null}),
+            json!({"progress": "copying"}),
+            json!({"progress": {"stage": "copying"}}),
+        ] {
+            assert_eq!(progress(&inst), None, "{inst}");
+            let rows = instance_properties(&inst);
+            assert!(rows.iter().all(|(p, _)| p != "progress"), "{inst}");
+        }
     }
 
     #[test]

@@ -638,3 +638,69 @@ fn create_wait_with_replica_count_follows_every_new_replica() {
         json!(2)
     );
 }
+
+/// `inst` while seeded: 1.2 GiB of a 2 GiB restore done, as the API reports it.
+fn restoring(mut inst: Value) -> Value {
+    inst["progress"] = json!({
+        "operation": "restore", "stage": "copying",
+        "bytes_done": 1_288_490_189u64, "bytes_total": 2u64 << 30, "percent": 60.0,
+        "rate_bytes_per_sec": 310u64 << 20, "eta_seconds": 3
+    });
+    inst
+}
+
+#[test]
+fn show_prints_the_progress_of_a_seeding_instance() {
+    let seeding = restoring(instance(NEW, "s1", "BUILD"));
+    let api = trove(vec![seeding.clone()], vec![]);
+    let run = api.ftrove(&["show", NEW]);
+    run.assert_ok();
+    assert_eq!(
+        property(&run.stdout, "progress").as_deref(),
+        Some("restore: copying 1.2 GiB / 2.0 GiB (60%), 310 MiB/s, 3 s left")
+    );
+    assert_eq!(property(&run.stdout, "status").as_deref(), Some("BUILD"));
+
+    // --json prints the API's object as it came, progress included.
+    let run = api.ftrove(&["show", NEW, "--json"]);
+    run.assert_ok();
+    let printed: Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
+    assert_eq!(printed, json!({ "instance": seeding }));
+}
+
+#[test]
+fn create_wait_through_progress_without_a_terminal_prints_as_before() {
+    let mut snapshot = instance(NEW, "s1", "BUILD");
+    snapshot["progress"] = json!({
+        "operation": "snapshot", "stage": "dumping", "bytes_done": 1024,
+        "bytes_total": null, "percent": null, "rate_bytes_per_sec": null, "eta_seconds": null
+    });
+    let restore = restoring(instance(NEW, "s1", "BUILD"));
+    let active = instance(NEW, "s1", "ACTIVE");
+    let script = || {
+        vec![(
+            NEW,
+            vec![
+                found(snapshot.clone()),
+                found(restore.clone()),
+                found(active.clone()),
+            ],
+        )]
+    };
+
+    // No bar: the status lines alone on stderr, the table on stdout.
+    let api = trove(vec![], script());
+    let run = api.ftrove(&["create", "s1", "7", "--size", "2", "--wait"]);
+    run.assert_ok();
+    assert_eq!(run.stderr, "s1: BUILD -> ACTIVE\n");
+    assert_eq!(property(&run.stdout, "status").as_deref(), Some("ACTIVE"));
+    assert_eq!(property(&run.stdout, "progress"), None);
+
+    // --json: stdout is exactly the final instance, as JSON.
+    let api = trove(vec![], script());
+    let run = api.ftrove(&["create", "s1", "7", "--size", "2", "--wait", "--json"]);
+    run.assert_ok();
+    assert_eq!(run.stderr, "s1: BUILD -> ACTIVE\n");
+    let printed: Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
+    assert_eq!(printed, json!({ "instance": active }));
+}

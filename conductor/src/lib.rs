@@ -1,5 +1,6 @@
-//! The conductor: the only consumer of what guests report (heartbeats today; progress and
-//! job results later). It writes each report to the control DB and acks it only then.
+//! The conductor: the only consumer of what guests report (heartbeats, with the progress of
+//! a running snapshot or restore; job results later). It writes each report to the control
+//! DB and acks it only then.
 //!
 //! It must not command agents or run orchestrations (that is the taskmanager's), and it
 //! never trusts a report's claim about which instance it is from beyond what the control
@@ -50,7 +51,14 @@ impl Handler for Conductor {
                         "heartbeat signed by another instance's key",
                     ));
                 }
-                let span = tracing::debug_span!("heartbeat", instance_id = %heartbeat.instance_id, seq = heartbeat.seq);
+                let span = tracing::debug_span!(
+                    "heartbeat",
+                    instance_id = %heartbeat.instance_id,
+                    seq = heartbeat.seq,
+                    progress = heartbeat.progress.as_ref().map(|p| p.stage.as_str()),
+                );
+                // The whole heartbeat, progress included: the store applies all of it or,
+                // when an older one arrives late, none of it.
                 let applied = self
                     .store
                     .record_heartbeat(&heartbeat)
@@ -131,4 +139,93 @@ pub async fn run(
     )
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrotrove_proto::agent::{Progress, ServerStatus};
+    use ferrotrove_proto::conductor::{Heartbeat, HostStats};
+    use ferrotrove_proto::status::InstanceStatus;
+    use ferrotrove_store::{NewInstance, StoreConfig};
+
+    /// A control DB of its own in the development MariaDB (`deploy/dev/services.sh`).
+    async fn test_store() -> Store {
+        let config = StoreConfig {
+            url: "mysql://ferrotrove:ferrotrove@127.0.0.1:3306".to_owned(),
+            database: format!("ft_test_conductor_{}", Uuid::new_v4().simple()),
+            pool_max: 2,
+        };
+        Store::connect(&config)
+            .await
+            .expect("connect to the development MariaDB")
+    }
+
+    fn context(key_id: Uuid) -> RequestContext {
+        RequestContext {
+            message_id: Uuid::new_v4(),
+            operation_id: None,
+            sender: "agent".to_owned(),
+            method: "Heartbeat",
+            redelivered: false,
+            key_id: Some(key_id),
+        }
+    }
+
+    fn heartbeat(
+        instance_id: Uuid,
+        boot_id: Uuid,
+        seq: u64,
+        progress: Option<Progress>,
+    ) -> Heartbeat {
+        Heartbeat {
+            instance_id,
+            boot_id,
+            seq,
+            server: ServerStatus::default(),
+            host: HostStats::default(),
+            progress,
+        }
+    }
+
+    #[tokio::test]
+    async fn heartbeats_store_their_progress() {
+        let store = test_store().await;
+        let id = Uuid::new_v4();
+        store
+            .insert_instance(&NewInstance {
+                id,
+                tenant_id: "t".to_owned(),
+                name: "r1".to_owned(),
+                flavor_id: "7".to_owned(),
+                volume_size: 1,
+                datastore: "mariadb".to_owned(),
+                datastore_version: "10.11".to_owned(),
+                status: InstanceStatus::Build,
+                replica_of: None,
+            })
+            .await
+            .unwrap();
+        let conductor = Conductor {
+            store: store.clone(),
+        };
+        let restoring = Progress {
+            operation: "restore".to_owned(),
+            stage: "copying".to_owned(),
+            bytes_done: 1 << 20,
+            bytes_total: Some(1 << 30),
+            started_at_ms: 1_767_225_600_000,
+        };
+        let boot = Uuid::now_v7();
+        let send = |hb: Heartbeat| conductor.handle(ConductorMessage::Heartbeat(hb), context(id));
+        send(heartbeat(id, boot, 1, Some(restoring.clone())))
+            .await
+            .unwrap();
+        let stored = store.guest_status(id).await.unwrap().unwrap();
+        assert_eq!(stored.progress, Some(restoring));
+        send(heartbeat(id, boot, 2, None)).await.unwrap();
+        let stored = store.guest_status(id).await.unwrap().unwrap();
+        assert_eq!((stored.seq, stored.progress), (2, None));
+        store.drop_database().await.unwrap();
+    }
 }

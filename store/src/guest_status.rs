@@ -8,10 +8,11 @@
 
 use crate::rows::{take, take_time, take_uuid, truncate};
 use crate::{Store, StoreError, placeholders};
+use ferrotrove_proto::agent::Progress;
 use ferrotrove_proto::conductor::Heartbeat;
 use ferrotrove_proto::status::Role;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Row, Value};
+use mysql_async::{Deserialized, Row, Serialized, Value, from_value_opt};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -49,6 +50,9 @@ pub struct GuestStatus {
     pub mem_total: u64,
     pub disk_used: u64,
     pub disk_total: u64,
+    /// The snapshot or restore running when this heartbeat was sent; `None` when none was
+    /// (a heartbeat without progress clears the previous one's).
+    pub progress: Option<Progress>,
 }
 
 /// Columns a heartbeat writes, in the order [`heartbeat_params`] gives them, after
@@ -77,6 +81,7 @@ const HEARTBEAT_COLUMNS: &[&str] = &[
     "mem_total",
     "disk_used",
     "disk_total",
+    "progress",
     "seq",
     "boot_id",
 ];
@@ -85,6 +90,39 @@ const HEARTBEAT_COLUMNS: &[&str] = &[
 const MAX_ERROR_CHARS: usize = 4000;
 /// Longest server version string (the column is `VARCHAR(255)`).
 const MAX_VERSION_CHARS: usize = 255;
+/// Longest `operation` or `stage` word kept from a guest's progress, so the stored JSON
+/// always fits its `TEXT` column.
+const MAX_PROGRESS_WORD_CHARS: usize = 64;
+
+/// The heartbeat's progress as stored: the proto `Progress` as JSON, its words cut to
+/// [`MAX_PROGRESS_WORD_CHARS`]; NULL when the heartbeat has none.
+fn progress_param(progress: Option<&Progress>) -> Value {
+    progress
+        .map(|p| {
+            Serialized(Progress {
+                operation: truncate(&p.operation, MAX_PROGRESS_WORD_CHARS).to_owned(),
+                stage: truncate(&p.stage, MAX_PROGRESS_WORD_CHARS).to_owned(),
+                ..p.clone()
+            })
+        })
+        .into()
+}
+
+/// Reads the stored progress. JSON this build cannot read is logged and dropped instead of
+/// failing the whole status: progress is only ever shown, never acted on.
+fn take_progress(row: &mut Row) -> Result<Option<Progress>, StoreError> {
+    let value: Value = take(row, "progress")?;
+    if value == Value::NULL {
+        return Ok(None);
+    }
+    match from_value_opt::<Deserialized<Progress>>(value) {
+        Ok(Deserialized(progress)) => Ok(Some(progress)),
+        Err(error) => {
+            tracing::warn!(%error, "ignoring unreadable progress in guest_status");
+            Ok(None)
+        }
+    }
+}
 
 fn heartbeat_params(hb: &Heartbeat) -> Vec<Value> {
     let server = &hb.server;
@@ -112,6 +150,7 @@ fn heartbeat_params(hb: &Heartbeat) -> Vec<Value> {
         hb.host.mem_total_bytes.into(),
         hb.host.disk_used_bytes.into(),
         hb.host.disk_total_bytes.into(),
+        progress_param(hb.progress.as_ref()),
         hb.seq.into(),
         hb.boot_id.to_string().into(),
     ]
@@ -149,7 +188,7 @@ const COLUMNS: &str = "instance_id, boot_id, seq, received_at, \
      GREATEST(TIMESTAMPDIFF(MICROSECOND, received_at, UTC_TIMESTAMP(3)), 0) DIV 1000 AS age_ms, \
      server_up, version, read_only, role, source_host, source_port, io_running, sql_running, lag_seconds, \
      gtid_binlog_pos, gtid_slave_pos, gtid_current_pos, server_error, last_error, \
-     cpu_percent, mem_used, mem_total, disk_used, disk_total";
+     cpu_percent, mem_used, mem_total, disk_used, disk_total, progress";
 
 impl GuestStatus {
     fn from_row(mut row: Row) -> Result<GuestStatus, StoreError> {
@@ -167,6 +206,7 @@ impl GuestStatus {
         let lag: Option<i64> = take(&mut row, "lag_seconds")?;
         let port: Option<i64> = take(&mut row, "source_port")?;
         let age: i64 = take(&mut row, "age_ms")?;
+        let progress = take_progress(&mut row)?;
         Ok(GuestStatus {
             instance_id: take_uuid(&mut row, "instance_id")?,
             boot_id: take_uuid(&mut row, "boot_id")?,
@@ -192,6 +232,7 @@ impl GuestStatus {
             mem_total: take(&mut row, "mem_total")?,
             disk_used: take(&mut row, "disk_used")?,
             disk_total: take(&mut row, "disk_total")?,
+            progress,
         })
     }
 }
@@ -244,12 +285,44 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn progress(operation: &str, stage: &str) -> Progress {
+        Progress {
+            operation: operation.to_owned(),
+            stage: stage.to_owned(),
+            bytes_done: 5,
+            bytes_total: Some(10),
+            started_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn progress_is_stored_as_json_with_its_words_cut() {
+        assert_eq!(progress_param(None), Value::NULL);
+        let Value::Bytes(json) = progress_param(Some(&progress("restore", "copying"))) else {
+            panic!("progress is stored as text");
+        };
+        let json = String::from_utf8(json).unwrap();
+        assert!(json.contains(r#""operation":"restore""#), "{json}");
+        assert!(json.contains(r#""bytes_total":10"#), "{json}");
+        let long = "é".repeat(5_000);
+        let Value::Bytes(json) = progress_param(Some(&progress(&long, &long))) else {
+            panic!("progress is stored as text");
+        };
+        assert!(json.len() < 1_000, "{} bytes", json.len());
+        let Ok(Deserialized(back)) = from_value_opt::<Deserialized<Progress>>(Value::Bytes(json))
+        else {
+            panic!("stored progress reads back");
+        };
+        assert_eq!(back.operation.chars().count(), MAX_PROGRESS_WORD_CHARS);
+        assert_eq!((back.bytes_done, back.bytes_total), (5, Some(10)));
+    }
+
     #[test]
     fn pair_is_assigned_last_seq_before_boot() {
         let sql = heartbeat_sql();
         let seq = sql.rfind("guest_status.seq = IF").unwrap();
         let boot = sql.rfind("guest_status.boot_id = IF").unwrap();
-        let others = sql.rfind("guest_status.disk_total = IF").unwrap();
+        let others = sql.rfind("guest_status.progress = IF").unwrap();
         assert!(others < seq && seq < boot);
         assert!(sql.trim_end().ends_with("guest_status.boot_id)"));
     }
@@ -262,6 +335,7 @@ mod tests {
             seq: 1,
             server: Default::default(),
             host: Default::default(),
+            progress: None,
         };
         let placeholders = heartbeat_sql().matches('?').count();
         assert_eq!(heartbeat_params(&hb).len() + 1, placeholders);

@@ -159,6 +159,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE instances ADD COLUMN IF NOT EXISTS secret CHAR(64) NULL",
         ],
     },
+    Migration {
+        version: 4,
+        statements: &[
+            // The snapshot or restore the agent reported running in that heartbeat, as the
+            // proto `Progress` in JSON; NULL when none was running.
+            "ALTER TABLE guest_status ADD COLUMN IF NOT EXISTS progress TEXT NULL",
+        ],
+    },
 ];
 
 /// The server-wide lock name for migrating `database` (lock names are at most 64

@@ -5,7 +5,7 @@
 mod common;
 
 use common::TestDb;
-use ferrotrove_proto::agent::{ReplicationStatus, ServerStatus};
+use ferrotrove_proto::agent::{Progress, ReplicationStatus, ServerStatus};
 use ferrotrove_proto::conductor::{Heartbeat, HostStats};
 use ferrotrove_proto::status::{InstanceStatus, Role};
 use ferrotrove_store::{DeleteStart, NewInstance, ReplicaInsert, Store, StoreError, Transition};
@@ -437,7 +437,89 @@ fn heartbeat(instance_id: Uuid, boot_id: Uuid, seq: u64, cpu: f32) -> Heartbeat 
             disk_used_bytes: 3,
             disk_total_bytes: 4,
         },
+        progress: None,
     }
+}
+
+/// A restore `done` bytes into 2 GiB.
+fn restoring(done: u64) -> Progress {
+    Progress {
+        operation: "restore".into(),
+        stage: "copying".into(),
+        bytes_done: done,
+        bytes_total: Some(2 << 30),
+        started_at_ms: 1_767_225_600_000,
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_carry_progress_in_order() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let id = store
+        .insert_instance(&new_instance("t", "seeding"))
+        .await
+        .unwrap()
+        .id;
+    let run = boot(1_000);
+    let with = |seq: u64, progress: Option<Progress>| Heartbeat {
+        progress,
+        ..heartbeat(id, run, seq, 1.0)
+    };
+
+    // Recorded with the rest of the heartbeat, and read back whole.
+    assert!(
+        store
+            .record_heartbeat(&with(1, Some(restoring(100))))
+            .await
+            .unwrap()
+    );
+    let s = store.guest_status(id).await.unwrap().unwrap();
+    assert_eq!(s.progress, Some(restoring(100)));
+    assert!(
+        store
+            .record_heartbeat(&with(3, Some(restoring(300))))
+            .await
+            .unwrap()
+    );
+
+    // An older heartbeat changes nothing, its progress included.
+    assert!(
+        !store
+            .record_heartbeat(&with(2, Some(restoring(200))))
+            .await
+            .unwrap()
+    );
+    assert!(!store.record_heartbeat(&with(2, None)).await.unwrap());
+    let s = store.guest_status(id).await.unwrap().unwrap();
+    assert_eq!((s.seq, s.progress), (3, Some(restoring(300))));
+
+    // A newer one without progress clears it; a late one with progress does not bring it back.
+    assert!(store.record_heartbeat(&with(4, None)).await.unwrap());
+    assert!(
+        !store
+            .record_heartbeat(&with(3, Some(restoring(999))))
+            .await
+            .unwrap()
+    );
+    let many = store.guest_statuses(&[id]).await.unwrap();
+    assert_eq!((many[&id].seq, &many[&id].progress), (4, &None));
+
+    // A snapshot whose total is not known yet.
+    let unknown_total = Progress {
+        operation: "snapshot".into(),
+        stage: "dumping".into(),
+        bytes_total: None,
+        ..restoring(7)
+    };
+    assert!(
+        store
+            .record_heartbeat(&with(5, Some(unknown_total.clone())))
+            .await
+            .unwrap()
+    );
+    let s = store.guest_status(id).await.unwrap().unwrap();
+    assert_eq!(s.progress, Some(unknown_total));
 }
 
 #[tokio::test]

@@ -24,6 +24,10 @@ use std::sync::Arc;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// How often, and how long, the snapshot of a failed seeding is asked to be deleted.
+const SNAPSHOT_CLEANUP_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+const SNAPSHOT_CLEANUP_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Runs tasks; one per message on the `taskmanager` queue.
 pub struct Tasks<P> {
     pub(crate) store: Store,
@@ -237,6 +241,9 @@ impl<P: Provisioner> Tasks<P> {
         let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
             Err(error) => {
+                // The source may still write the snapshot (a late delivery of the command
+                // to its restarted agent): delete it once the agent answers again.
+                self.delete_snapshot_later(source_id, snapshot_id);
                 let error = error.during(format!("snapshot of source {source_id}"));
                 for replica in &replicas {
                     self.finish(replica.id, Err(TaskError::State(error.to_string())))
@@ -262,6 +269,34 @@ impl<P: Provisioner> Tasks<P> {
             tracing::warn!(%snapshot_id, %error, "could not delete the snapshot");
         }
         recorded.into_iter().collect()
+    }
+
+    /// Deletes a snapshot whose source agent does not answer now, trying every
+    /// [`SNAPSHOT_CLEANUP_PAUSE`] in the background for up to [`SNAPSHOT_CLEANUP_FOR`].
+    fn delete_snapshot_later(&self, source_id: Uuid, snapshot_id: Uuid) {
+        let tasks = self.clone();
+        let span = tracing::info_span!("snapshot_cleanup", instance_id = %source_id, %snapshot_id);
+        tokio::spawn(
+            async move {
+                let started = std::time::Instant::now();
+                while started.elapsed() < SNAPSHOT_CLEANUP_FOR {
+                    tokio::time::sleep(SNAPSHOT_CLEANUP_PAUSE).await;
+                    let deleted = match tasks.guest(source_id).await {
+                        Ok(guest) => guest.delete_snapshot(snapshot_id).await,
+                        Err(error) => Err(error),
+                    };
+                    match deleted {
+                        Ok(()) => {
+                            tracing::info!("deleted the snapshot of a failed seeding");
+                            return;
+                        }
+                        Err(error) => tracing::debug!(%error, "snapshot not deleted yet"),
+                    }
+                }
+                tracing::warn!("gave up deleting the snapshot of a failed seeding");
+            }
+            .instrument(span),
+        );
     }
 
     /// Creates the replica's replication user on the source and attaches the replica.

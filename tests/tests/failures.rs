@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{Stack, sql};
+use common::{Broker, Stack, eventually, sql};
+use std::time::Duration;
 
 #[test]
 fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_keeps_serving() {
@@ -65,4 +66,162 @@ fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_kee
         std::net::TcpStream::connect(("127.0.0.1", m1_port)).is_err(),
         "m1's server still listens"
     );
+}
+
+/// A backup tool that does its work and then holds on while the file `hold` beside it
+/// exists: after `--backup` its stream stays open (the snapshot is still being taken),
+/// after `--prepare` the restore is still running. Time to kill an agent in the middle.
+fn slow_backup_tool(dir: &std::path::Path, phase: &str) -> String {
+    let path = dir.join(format!("slow-mariabackup-{phase}"));
+    let hold = dir.join("hold");
+    std::fs::write(&hold, "").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nmariabackup \"$@\"\nrc=$?\ncase \" $* \" in *\" --{phase} \"*) while [ -e {hold} ]; do sleep 0.2; done;; esac\nexit $rc\n",
+            hold = hold.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn log_of(stack: &Stack, id: &str) -> String {
+    std::fs::read_to_string(stack.instance_dir(id).join("agent.log")).unwrap_or_default()
+}
+
+#[test]
+fn the_source_agent_killed_during_a_physical_snapshot_leaves_no_snapshot_behind() {
+    let tools = tempfile::tempdir().unwrap();
+    let tool = slow_backup_tool(tools.path(), "backup");
+    let stack = Stack::start_with(
+        Broker::Vhost(ferrotrove_tests::RabbitVhost::create()),
+        &[("FTROVE_AGENT__SERVER__BACKUP", &tool)],
+    );
+    let m1 = stack.create_source("m1");
+    let m1_id = m1["id"].as_str().unwrap().to_owned();
+    let m1_port = u16::try_from(m1["port"].as_u64().unwrap()).unwrap();
+    stack.ftrove_ok(&["create", "s1", "7", "--size", "2", "--replica-of", "m1"]);
+    assert!(
+        eventually(Duration::from_secs(60), || log_of(&stack, &m1_id)
+            .contains("taking a physical snapshot")),
+        "the snapshot did not start:\n{}",
+        log_of(&stack, &m1_id)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    stack.kill_agent(&m1_id);
+    std::fs::remove_file(tools.path().join("hold")).unwrap();
+
+    let s1 = stack.wait_for_status("s1", &["ERROR", "ACTIVE"], Duration::from_secs(60));
+    assert_eq!(s1["status"], "ERROR", "{s1}");
+    let fault = s1["fault"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        fault.contains("snapshot of source") && fault.contains("stopped answering"),
+        "{fault}"
+    );
+    // The source keeps serving.
+    assert_eq!(
+        sql(m1_port, "app", "apppass", "SELECT 1").as_deref(),
+        Ok("1")
+    );
+    // The unfinished snapshot has no record, so nothing can restore it; when the source's
+    // agent comes back, it removes what it was writing, and the taskmanager deletes the
+    // snapshot (which a late delivery of the command may have finished meanwhile).
+    let snapshots = stack.state.join("snapshots");
+    let stored = || -> Vec<String> {
+        std::fs::read_dir(&snapshots)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(
+        !stored().iter().any(|n| n.ends_with(".json")),
+        "{:?}",
+        stored()
+    );
+    stack.restart_agent(&m1_id);
+    assert!(
+        eventually(Duration::from_secs(60), || stored()
+            .iter()
+            .all(|n| !n.contains(".data") && !n.ends_with(".json"))),
+        "left in the store: {:?}",
+        stored()
+    );
+    stack.ftrove_ok(&["delete", "s1", "--wait"]);
+    stack.ftrove_ok(&["delete", "m1", "--wait"]);
+}
+
+#[test]
+fn a_replica_agent_killed_during_restore_fails_alone_and_its_sibling_finishes() {
+    let tools = tempfile::tempdir().unwrap();
+    let tool = slow_backup_tool(tools.path(), "prepare");
+    let stack = Stack::start_with(
+        Broker::Vhost(ferrotrove_tests::RabbitVhost::create()),
+        &[("FTROVE_AGENT__SERVER__BACKUP", &tool)],
+    );
+    let m1 = stack.create_source("m1");
+    let m1_port = u16::try_from(m1["port"].as_u64().unwrap()).unwrap();
+    sql(
+        m1_port,
+        "app",
+        "apppass",
+        "USE appdb; CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_50",
+    )
+    .unwrap();
+    stack.ftrove_ok(&[
+        "create",
+        "r",
+        "7",
+        "--size",
+        "2",
+        "--replica-of",
+        "m1",
+        "--replica-count",
+        "2",
+    ]);
+    let r1 = stack.ftrove_json(&["show", "r-1"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        eventually(Duration::from_secs(60), || log_of(&stack, &r1)
+            .contains("restoring a physical snapshot")),
+        "r-1 did not start restoring:\n{}",
+        stack.logs()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stack.kill_agent(&r1);
+    std::fs::remove_file(tools.path().join("hold")).unwrap();
+
+    let r2 = stack.wait_for_status("r-2", &["ERROR", "ACTIVE"], Duration::from_secs(90));
+    assert_eq!(r2["status"], "ACTIVE", "{r2}\n{}", stack.logs());
+    let r2_port = u16::try_from(r2["port"].as_u64().unwrap()).unwrap();
+    assert_eq!(
+        sql(r2_port, "app", "apppass", "SELECT COUNT(*) FROM appdb.t").as_deref(),
+        Ok("50")
+    );
+    let failed = stack.wait_for_status("r-1", &["ERROR", "ACTIVE"], Duration::from_secs(60));
+    assert_eq!(failed["status"], "ERROR", "{failed}");
+    assert!(
+        failed["fault"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stopped answering")),
+        "{failed}"
+    );
+    // The failed replica deletes cleanly; the snapshot is gone once both are settled.
+    stack.ftrove_ok(&["delete", "r-1", "--wait"]);
+    assert!(!stack.instance_dir(&r1).exists());
+    assert!(eventually(Duration::from_secs(20), || std::fs::read_dir(
+        stack.state.join("snapshots")
+    )
+    .map(|d| d.count() == 0)
+    .unwrap_or(true)));
+    stack.ftrove_ok(&["delete", "r-2", "--wait"]);
+    stack.ftrove_ok(&["delete", "m1", "--wait"]);
 }

@@ -7,7 +7,6 @@ use common::{Stack, eventually};
 use ferrotrove_bus::{Bus, BusConfig};
 use ferrotrove_proto::agent::{AgentRequest, AgentResponse, SnapshotRequest};
 use ferrotrove_proto::queues;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -58,21 +57,8 @@ fn a_finished_command_delivered_again_after_a_restart_is_not_run_twice() {
     }
 
     // The agent dies and comes back (its database server keeps running).
-    let dir = stack.instance_dir(&id);
     stack.kill_agent(&id);
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("agent.log"))
-        .unwrap();
-    let agent = Command::new(ferrotrove_tests::binary("ftrove-agent"))
-        .arg("--config")
-        .arg(dir.join("agent.toml"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    std::fs::write(dir.join("agent.pid"), agent.id().to_string()).unwrap();
+    stack.restart_agent(&id);
     assert!(eventually(Duration::from_secs(20), || {
         runtime
             .block_on(bus.call::<_, AgentResponse>(

@@ -77,8 +77,12 @@ pub async fn verify(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
     on_blocking_thread("verify", move || {
         let reader = store.open(&data_object(expected.snapshot_id))?;
         let mut hashing = HashingReader::new(reader, None);
-        std::io::copy(&mut hashing, &mut std::io::sink())
-            .map_err(|err| AgentError::Internal(format!("cannot read snapshot {}: {err}", expected.snapshot_id)))?;
+        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|err| {
+            AgentError::Internal(format!(
+                "cannot read snapshot {}: {err}",
+                expected.snapshot_id
+            ))
+        })?;
         check_digest(&expected, hashing.digest())
     })
     .await
@@ -92,7 +96,9 @@ pub async fn restore(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
     let args = instance.flavor.restore_args();
     let store = instance.store.clone();
     let snapshot_id = info.snapshot_id;
-    let operation = instance.progress.start("restore", "loading", Some(info.size_bytes));
+    let operation = instance
+        .progress
+        .start("restore", "loading", Some(info.size_bytes));
     let read = operation.bytes();
     tracing::info!(%snapshot_id, "restoring a logical snapshot");
     on_blocking_thread("restore", move || {
@@ -167,7 +173,8 @@ fn write_dump(
     writer: Box<dyn ObjectWriter>,
     dumped: Option<Arc<AtomicU64>>,
 ) -> Result<WrittenDump> {
-    let store_error = |err: std::io::Error| AgentError::Internal(format!("cannot write the snapshot: {err}"));
+    let store_error =
+        |err: std::io::Error| AgentError::Internal(format!("cannot write the snapshot: {err}"));
     let hashing = HashingWriter::new(writer, None);
     let mut encoder = zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(store_error)?;
     let mut gtid_pos = None;
@@ -255,8 +262,9 @@ fn restore_stream(
     stored: impl Read,
     snapshot_id: Uuid,
 ) -> Result<()> {
-    let mut decoder = zstd::Decoder::new(stored)
-        .map_err(|err| AgentError::Internal(format!("cannot decompress snapshot {snapshot_id}: {err}")))?;
+    let mut decoder = zstd::Decoder::new(stored).map_err(|err| {
+        AgentError::Internal(format!("cannot decompress snapshot {snapshot_id}: {err}"))
+    })?;
     let mut tool = ToolProcess::spawn(program, client_cnf, args, Stdio::piped(), Stdio::null())?;
     let Some(mut stdin) = tool.child.stdin.take() else {
         return Err(AgentError::Internal(
@@ -379,8 +387,13 @@ mod tests {
             filter_users: false,
         }];
         let writer = store.create("y.data").unwrap();
-        let err = write_dump(&program, &cnf, &failing, flavor::mariadb(), writer, None).unwrap_err();
+        let err =
+            write_dump(&program, &cnf, &failing, flavor::mariadb(), writer, None).unwrap_err();
         assert!(matches!(err, AgentError::Command { .. }), "{err}");
-        assert_eq!(store.read_small("y.data").unwrap(), None, "a failed dump left an object");
+        assert_eq!(
+            store.read_small("y.data").unwrap(),
+            None,
+            "a failed dump left an object"
+        );
     }
 }

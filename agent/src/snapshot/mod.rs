@@ -18,9 +18,11 @@ mod physical;
 mod tool;
 
 use crate::error::{AgentError, Result};
+use crate::fsutil;
 use crate::instance::Instance;
 use crate::store::{data_object, info_object};
 use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo, SnapshotMethod, SnapshotRequest};
+use std::path::PathBuf;
 use uuid::Uuid;
 
 /// Takes the snapshot `request` asks for. Taking a snapshot that already exists answers
@@ -28,6 +30,13 @@ use uuid::Uuid;
 pub async fn create(instance: &Instance, request: &SnapshotRequest) -> Result<SnapshotInfo> {
     instance.require_prepared()?;
     let snapshot_id = request.snapshot_id;
+    if deleted_marker(instance, snapshot_id).exists() {
+        // A command delivered again after its caller gave up and deleted the snapshot
+        // (the agent died while taking it): taking it now would leave an orphan.
+        return Err(AgentError::Conflict(format!(
+            "snapshot {snapshot_id} was deleted; ask for a new snapshot id"
+        )));
+    }
     if let Some(info) = read_info(instance, snapshot_id).await? {
         tracing::info!(%snapshot_id, "snapshot already taken");
         return Ok(info);
@@ -43,10 +52,22 @@ pub async fn create(instance: &Instance, request: &SnapshotRequest) -> Result<Sn
             )));
         }
     };
-    let info = if physical {
-        physical::create(instance, snapshot_id).await?
+    // Marks the snapshot as being written until its record is: if this agent dies
+    // meanwhile, its next start removes what was written (see `clean_unfinished`).
+    let marker = unfinished_marker(instance, snapshot_id);
+    fsutil::create_dir_with_mode(&instance.paths.operations_dir, 0o700)?;
+    fsutil::write_atomic(&marker, b"", 0o600)?;
+    let taken = if physical {
+        physical::create(instance, snapshot_id).await
     } else {
-        logical::create(instance, snapshot_id).await?
+        logical::create(instance, snapshot_id).await
+    };
+    let info = match taken {
+        Ok(info) => info,
+        Err(err) => {
+            fsutil::remove_if_exists(&marker)?;
+            return Err(err);
+        }
     };
     let record =
         serde_json::to_vec_pretty(&info).map_err(|err| AgentError::Internal(err.to_string()))?;
@@ -55,13 +76,86 @@ pub async fn create(instance: &Instance, request: &SnapshotRequest) -> Result<Sn
         store.write_small(&info_object(snapshot_id), &record)
     })
     .await?;
+    fsutil::remove_if_exists(&marker)?;
     tracing::info!(%snapshot_id, format = ?info.format, size_bytes = info.size_bytes,
         gtid_pos = %info.gtid_pos, store = %instance.store.describe(), "snapshot taken");
     Ok(info)
 }
 
-/// Removes a snapshot, finished or not; a snapshot that does not exist is fine.
+fn unfinished_marker(instance: &Instance, snapshot_id: Uuid) -> PathBuf {
+    instance
+        .paths
+        .operations_dir
+        .join(format!("{UNFINISHED_PREFIX}{snapshot_id}"))
+}
+
+/// Marker files of snapshots being written: `<operations dir>/unfinished-snapshot-<id>`.
+const UNFINISHED_PREFIX: &str = "unfinished-snapshot-";
+/// Marker files of deleted snapshots, kept for [`DELETIONS_REMEMBERED`].
+const DELETED_PREFIX: &str = "deleted-snapshot-";
+/// Longer than any command waits in a queue (the longest deadline is an hour).
+const DELETIONS_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+fn deleted_marker(instance: &Instance, snapshot_id: Uuid) -> PathBuf {
+    instance
+        .paths
+        .operations_dir
+        .join(format!("{DELETED_PREFIX}{snapshot_id}"))
+}
+
+fn forget_old_deletions(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > DELETIONS_REMEMBERED);
+        if old
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(DELETED_PREFIX)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Removes from the store what this agent was writing when it last died (a snapshot whose
+/// writer died is never used: it has no record, and here it goes). Called at start.
+pub async fn clean_unfinished(instance: &Instance) -> Result<()> {
+    let dir = &instance.paths.operations_dir;
+    let unfinished: Vec<(Uuid, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name.strip_prefix(UNFINISHED_PREFIX)?.parse().ok()?;
+            Some((id, entry.path()))
+        })
+        .collect();
+    for (snapshot_id, marker) in unfinished {
+        tracing::warn!(%snapshot_id, "removing a snapshot left unfinished by an earlier run");
+        remove(instance, snapshot_id).await?;
+        fsutil::remove_if_exists(&marker)?;
+    }
+    Ok(())
+}
+
+/// Removes a snapshot, finished or not; a snapshot that does not exist is fine. The id is
+/// remembered as deleted, so that the same snapshot is not taken again by a late delivery
+/// of the command that asked for it.
 pub async fn delete(instance: &Instance, snapshot_id: Uuid) -> Result<()> {
+    fsutil::create_dir_with_mode(&instance.paths.operations_dir, 0o700)?;
+    fsutil::write_atomic(&deleted_marker(instance, snapshot_id), b"", 0o600)?;
+    forget_old_deletions(&instance.paths.operations_dir);
+    remove(instance, snapshot_id).await
+}
+
+/// Removes a snapshot's objects from the store.
+async fn remove(instance: &Instance, snapshot_id: Uuid) -> Result<()> {
     let store = instance.store.clone();
     on_blocking_thread("snapshot delete", move || {
         store.delete(&info_object(snapshot_id))?;

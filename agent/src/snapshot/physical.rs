@@ -112,7 +112,9 @@ fn stream_backup(
     let mut hashing = HashingWriter::new(writer, None);
     let mut tool = ToolProcess::spawn(program, client_cnf, args, Stdio::null(), Stdio::piped())?;
     let Some(stdout) = tool.child.stdout.take() else {
-        return Err(AgentError::Internal("the backup's stdout was not captured".to_owned()));
+        return Err(AgentError::Internal(
+            "the backup's stdout was not captured".to_owned(),
+        ));
     };
     let mut source = super::metered::HashingReader::new(stdout, Some(copied));
     let copy = match compression {
@@ -154,7 +156,9 @@ fn gtid_in_binlog_info(text: &str) -> String {
 pub async fn restore(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
     let paths = &instance.paths;
     let set_aside = sibling(&paths.data_dir, "before-restore");
-    let operation = instance.progress.start("restore", "copying", Some(info.size_bytes));
+    let operation = instance
+        .progress
+        .start("restore", "copying", Some(info.size_bytes));
     tracing::info!(snapshot_id = %info.snapshot_id, "restoring a physical snapshot");
     instance.server.stop().await?;
     if set_aside.exists() {
@@ -163,7 +167,9 @@ pub async fn restore(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
     }
     std::fs::rename(&paths.data_dir, &set_aside)
         .map_err(|err| AgentError::io("set aside", &paths.data_dir, err))?;
-    let restored = replace_data(instance, info, &operation).await;
+    let restored = replace_data(instance, info, &operation)
+        .await
+        .map_err(|err| name_a_full_disk(err, &paths.data_dir, info));
     if let Err(err) = restored {
         tracing::warn!(error = %err, "restore failed; putting the previous data dir back");
         put_back(&paths.data_dir, &set_aside);
@@ -250,10 +256,16 @@ fn extract_stream(
     read: Arc<AtomicU64>,
 ) -> Result<()> {
     let mut stored = HashingReader::new(store.open(&data_object(info.snapshot_id))?, Some(read));
-    let args = vec!["-x".to_owned(), "-C".to_owned(), target.display().to_string()];
+    let args = vec![
+        "-x".to_owned(),
+        "-C".to_owned(),
+        target.display().to_string(),
+    ];
     let mut tool = ToolProcess::spawn_plain(program, &args, Stdio::piped(), Stdio::null())?;
     let Some(mut stdin) = tool.child.stdin.take() else {
-        return Err(AgentError::Internal("the extractor's stdin was not captured".to_owned()));
+        return Err(AgentError::Internal(
+            "the extractor's stdin was not captured".to_owned(),
+        ));
     };
     let copied = match info.format {
         SnapshotFormat::PhysicalXbstreamZstd => zstd::Decoder::new(&mut stored)
@@ -272,6 +284,27 @@ fn extract_stream(
         }
     }
     check_digest(info, stored.digest())
+}
+
+/// A restore that failed because the disk filled up says so, naming the disk, whichever
+/// tool noticed first.
+fn name_a_full_disk(err: AgentError, data_dir: &Path, info: &SnapshotInfo) -> AgentError {
+    let Some((free, total)) = fsutil::space(data_dir) else {
+        return err;
+    };
+    let text = err.to_string();
+    let full = text.contains("No space left") || text.contains("Errcode: 28") || free < (1 << 20);
+    if !full {
+        return err;
+    }
+    AgentError::DiskFull(format!(
+        "the disk holding {} is full ({} MiB free of {} MiB; snapshot {} needs about {} MiB): {text}",
+        data_dir.display(),
+        free >> 20,
+        total >> 20,
+        info.snapshot_id,
+        info.size_bytes >> 20,
+    ))
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
@@ -320,7 +353,10 @@ mod tests {
             [00] 2026-11-25 16:09:19 completed OK!\n";
         assert_eq!(gtid_in_report(report).as_deref(), Some("0-5-5"));
         assert_eq!(gtid_in_report("completed OK!"), None);
-        assert_eq!(gtid_in_binlog_info("mysql-bin.000001\t1091\t0-5-5\n"), "0-5-5");
+        assert_eq!(
+            gtid_in_binlog_info("mysql-bin.000001\t1091\t0-5-5\n"),
+            "0-5-5"
+        );
         assert_eq!(gtid_in_binlog_info("mysql-bin.000001\t1091\n"), "");
         assert_eq!(
             sibling(Path::new("/srv/i1/data"), "before-restore"),

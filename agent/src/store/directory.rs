@@ -153,7 +153,10 @@ mod tests {
         dying.write_all(b"half").unwrap();
         drop(dying);
         assert!(matches!(store.open("b.data"), Err(AgentError::NotFound(_))));
-        let left: Vec<_> = fs::read_dir(tmp.path().join("snaps")).unwrap().flatten().collect();
+        let left: Vec<_> = fs::read_dir(tmp.path().join("snaps"))
+            .unwrap()
+            .flatten()
+            .collect();
         assert_eq!(left.len(), 1, "{left:?}");
 
         store.delete("a.data").unwrap();

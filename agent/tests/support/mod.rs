@@ -41,6 +41,9 @@ pub fn free_port() -> u16 {
 pub struct TestServer {
     pub instance: Arc<Instance>,
     pub port: u16,
+    /// A file system of its own mounted at the instance's directory (see
+    /// [`TestServer::prepared_replica_on_tmpfs`]), unmounted on drop.
+    mount: Option<PathBuf>,
     // Dropped last: the directory goes after the server has stopped.
     _dir: TempDir,
 }
@@ -48,7 +51,10 @@ pub struct TestServer {
 impl TestServer {
     /// An instance that is configured but not prepared.
     pub fn new(snapshot_dir: &Path) -> TestServer {
-        let dir = shared_tempdir();
+        TestServer::new_in(shared_tempdir(), snapshot_dir, None)
+    }
+
+    fn new_in(dir: TempDir, snapshot_dir: &Path, mount: Option<PathBuf>) -> TestServer {
         let port = free_port();
         let toml = format!(
             r#"
@@ -71,6 +77,7 @@ impl TestServer {
         TestServer {
             instance: Arc::new(Instance::new(config).expect("instance")),
             port,
+            mount,
             _dir: dir,
         }
     }
@@ -98,7 +105,10 @@ impl TestServer {
 
     /// A prepared, read-only, empty server: a replica to be.
     pub async fn prepared_replica(snapshot_dir: &Path, server_id: u32) -> TestServer {
-        let server = TestServer::new(snapshot_dir);
+        TestServer::new(snapshot_dir).prepare_as_replica(server_id).await
+    }
+
+    async fn prepare_as_replica(self, server_id: u32) -> TestServer {
         let request = PrepareRequest {
             server_id,
             memory_mb: 128,
@@ -106,10 +116,47 @@ impl TestServer {
             users: vec![],
             read_only: true,
         };
-        ferrotrove_agent::prepare::prepare(&server.instance, &request)
+        ferrotrove_agent::prepare::prepare(&self.instance, &request)
             .await
             .expect("prepare the replica");
-        server
+        self
+    }
+
+    /// [`TestServer::prepared_replica`] on a tmpfs of its own, whose size
+    /// [`TestServer::limit_disk`] can then shrink to what the instance uses.
+    pub async fn prepared_replica_on_tmpfs(snapshot_dir: &Path, server_id: u32) -> TestServer {
+        let dir = shared_tempdir();
+        let mount = dir.path().join("instance");
+        std::fs::create_dir_all(&mount).expect("mount point");
+        run_command(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=1g,mode=0755",
+                "tmpfs",
+                &mount.display().to_string(),
+            ],
+        );
+        TestServer::new_in(dir, snapshot_dir, Some(mount))
+            .prepare_as_replica(server_id)
+            .await
+    }
+
+    /// Shrinks the instance's tmpfs to what it uses now plus `spare_mb`.
+    pub fn limit_disk(&self, spare_mb: u64) {
+        let mount = self.mount.as_ref().expect("a server on its own tmpfs");
+        let (free, total) = ferrotrove_agent::fsutil::space(mount).expect("statvfs");
+        let size_mb = (total - free) / (1 << 20) + spare_mb;
+        run_command(
+            "mount",
+            &[
+                "-o",
+                &format!("remount,size={size_mb}m"),
+                &mount.display().to_string(),
+            ],
+        );
     }
 
     /// A TCP login (never the socket), as a client on another host would make.
@@ -156,7 +203,18 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         stop_blocking(&self.instance.paths.pid_file);
+        if let Some(mount) = &self.mount {
+            run_command("umount", &["-l", &mount.display().to_string()]);
+        }
     }
+}
+
+fn run_command(program: &str, args: &[&str]) {
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed: {status}");
 }
 
 /// Stops the server named in `pid_file` and waits for it, without a runtime (Drop).

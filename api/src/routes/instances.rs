@@ -24,6 +24,8 @@ use ferrotrove_proto::taskmanager::TaskRequest;
 use ferrotrove_store::{DeleteStart, Instance, StoreError, Transition};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 /// Statuses an instance may be deleted from. Others are tasks in progress, which would
 /// race the delete; ERROR and SHUTDOWN are exactly the instances users need rid of.
@@ -56,14 +58,18 @@ pub async fn load_instance(
     }
 }
 
-/// Renders instances with their heartbeats and replicas, fetched for all of them at once.
+/// Renders instances with their heartbeats and replicas, fetched for all of them at once
+/// (with the heartbeats of the sources of replicas in BUILD, whose snapshot seeds them).
 pub async fn render(
     state: &AppState,
     linker: &Linker,
     instances: &[Instance],
 ) -> Result<Vec<InstanceView>, Fault> {
     let ids: Vec<_> = instances.iter().map(|i| i.id).collect();
-    let guests = state.store.guest_statuses(&ids).await?;
+    let guests = state
+        .store
+        .guest_statuses(&heartbeat_ids(instances))
+        .await?;
     let replicas = state.store.replicas_of_many(&ids).await?;
     let datastores = state.store.list_datastores().await?;
     let renderer = InstanceRenderer {
@@ -71,6 +77,7 @@ pub async fn render(
         region: &state.region,
         heartbeat_expiry: state.heartbeat_expiry,
         datastores: &datastores,
+        now: OffsetDateTime::now_utc(),
     };
     Ok(instances
         .iter()
@@ -78,10 +85,27 @@ pub async fn render(
             renderer.render(
                 i,
                 guests.get(&i.id),
+                i.replica_of.and_then(|source| guests.get(&source)),
                 replicas.get(&i.id).map_or(&[], Vec::as_slice),
             )
         })
         .collect())
+}
+
+/// The instances whose heartbeats rendering `instances` reads: each of them, and the
+/// sources of those replicas still in BUILD.
+fn heartbeat_ids(instances: &[Instance]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = instances.iter().map(|i| i.id).collect();
+    let sources = instances
+        .iter()
+        .filter(|i| i.status == InstanceStatus::Build)
+        .filter_map(|i| i.replica_of);
+    for source in sources {
+        if !ids.contains(&source) {
+            ids.push(source);
+        }
+    }
+    ids
 }
 
 /// The instance's status as actions judge it (ACTIVE needs a live server).

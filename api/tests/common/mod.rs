@@ -273,6 +273,7 @@ impl TestApi {
                 ..Default::default()
             },
             host: HostStats::default(),
+            progress: None,
         };
         assert!(self.store.record_heartbeat(&heartbeat).await.unwrap());
     }

@@ -46,6 +46,13 @@ impl Stack {
     }
 
     pub fn start_on(broker: Broker) -> Stack {
+        Stack::start_with(broker, &[])
+    }
+
+    /// A stack whose taskmanager (and so every agent it starts) runs with `taskmanager_env`
+    /// added to its environment, e.g. `FTROVE_AGENT__SERVER__BACKUP` to give agents another
+    /// backup tool.
+    pub fn start_with(broker: Broker, taskmanager_env: &[(&str, &str)]) -> Stack {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_owned();
         // The database servers run as the mysql user and must reach their data dirs.
@@ -81,9 +88,15 @@ impl Stack {
             let config = root.join(format!("{name}.toml"));
             std::fs::write(&config, text).expect("write config");
             let log = std::fs::File::create(root.join(format!("{name}.log"))).expect("log file");
+            let extra = if name == "taskmanager" {
+                taskmanager_env
+            } else {
+                &[]
+            };
             let child = Command::new(binary(&format!("ftrove-{name}")))
                 .arg("--config")
                 .arg(&config)
+                .envs(extra.iter().copied())
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log"))
@@ -179,6 +192,21 @@ impl Stack {
         }
     }
 
+    /// Waits until `ftrove show <name>` reports one of `statuses`; returns what it showed.
+    pub fn wait_for_status(&self, name: &str, statuses: &[&str], within: Duration) -> Value {
+        let mut last = Value::Null;
+        let reached = eventually(within, || {
+            last = self.ftrove_json(&["show", name]);
+            statuses.iter().any(|s| last["status"] == *s)
+        });
+        assert!(
+            reached,
+            "{name} never reached {statuses:?}: {last}\n{}",
+            self.logs()
+        );
+        last
+    }
+
     /// The AMQP URL of this stack's vhost.
     pub fn bus_url(&self) -> String {
         self.broker.url()
@@ -224,6 +252,25 @@ impl Stack {
             )),
             "the agent did not die"
         );
+    }
+
+    /// Starts an instance's agent again after [`Stack::kill_agent`], as its service
+    /// manager would, logging to the same file.
+    pub fn restart_agent(&self, id: &str) {
+        let dir = self.instance_dir(id);
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("agent.log"))
+            .expect("agent.log");
+        let agent = Command::new(binary("ftrove-agent"))
+            .arg("--config")
+            .arg(dir.join("agent.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the agent");
+        std::fs::write(dir.join("agent.pid"), agent.id().to_string()).expect("agent.pid");
     }
 
     /// The broker URL an instance's agent was given (its 0600 agent.toml).
