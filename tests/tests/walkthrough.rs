@@ -380,6 +380,95 @@ fn replication_walkthrough() {
 #[test]
 fn two_replicas_from_one_snapshot() {
     let stack = Stack::start();
+    let snapshots = stack.state.join("snapshots");
+    two_replicas_seeded_from_one_snapshot(
+        &stack,
+        || std::fs::read_dir(&snapshots).unwrap().count(),
+        |_| {},
+    );
+}
+
+/// The same through an S3 store (Swift with s3api): the agents stream the snapshot into
+/// the bucket and back out; the shared directory is not used.
+#[test]
+fn two_replicas_seeded_through_an_s3_store() {
+    let swift = ferrotrove_tests::swift::SwiftStore::start();
+    let endpoint = swift.endpoint();
+    let env = [
+        (
+            "FTROVE_TASKMANAGER__LOCAL__SNAPSHOT_S3__ENDPOINT",
+            endpoint.as_str(),
+        ),
+        (
+            "FTROVE_TASKMANAGER__LOCAL__SNAPSHOT_S3__BUCKET",
+            swift.bucket(),
+        ),
+        (
+            "FTROVE_TASKMANAGER__LOCAL__SNAPSHOT_S3__REGION",
+            swift.region(),
+        ),
+        (
+            "FTROVE_TASKMANAGER__LOCAL__SNAPSHOT_S3__ACCESS_KEY_ID",
+            swift.access_key(),
+        ),
+        (
+            "FTROVE_TASKMANAGER__LOCAL__SNAPSHOT_S3__SECRET_ACCESS_KEY",
+            swift.secret_key(),
+        ),
+        (
+            "FTROVE_TASKMANAGER__LOCAL__SNAPSHOT_S3__PREFIX",
+            "snapshots/",
+        ),
+        ("FTROVE_TASKMANAGER__LOCAL__SNAPSHOT_S3__ALLOW_HTTP", "true"),
+    ];
+    let stack = Stack::start_with(
+        common::Broker::Vhost(ferrotrove_tests::RabbitVhost::create()),
+        &env,
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bucket = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(swift.endpoint())
+        .with_allow_http(true)
+        .with_region(swift.region())
+        .with_bucket_name(swift.bucket())
+        .with_access_key_id(swift.access_key())
+        .with_secret_access_key(swift.secret_key())
+        .build()
+        .unwrap();
+    let in_bucket = || {
+        runtime.block_on(async {
+            use object_store::ObjectStore;
+            bucket
+                .list_with_delimiter(Some(&object_store::path::Path::from("snapshots")))
+                .await
+                .map(|listed| listed.objects.len())
+                .unwrap()
+        })
+    };
+    two_replicas_seeded_from_one_snapshot(&stack, in_bucket, |m1_id| {
+        let log = std::fs::read_to_string(stack.instance_dir(m1_id).join("agent.log")).unwrap();
+        assert!(
+            log.contains("s3 bucket ferrotrove-snapshots at http"),
+            "the snapshot did not go to S3:\n{log}"
+        );
+        assert_eq!(
+            std::fs::read_dir(stack.state.join("snapshots"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0,
+            "the shared directory was used"
+        );
+    });
+}
+
+/// Seeds r-1 and r-2 from m1 with one snapshot, checks that both replicate and that
+/// `stored()` (the snapshot store's object count) is back to 0, runs `check(m1's id)`, and
+/// deletes everything.
+fn two_replicas_seeded_from_one_snapshot(
+    stack: &Stack,
+    stored: impl Fn() -> usize,
+    check: impl Fn(&str),
+) {
     let m1 = stack.create_source("m1");
     let (m1_id, m1_port) = (id_of(&m1), port_of(&m1));
     app_sql(
@@ -424,23 +513,22 @@ fn two_replicas_from_one_snapshot() {
         );
     }
     assert_eq!(
-        replication_users(&stack, &m1_id).lines().count(),
+        replication_users(stack, &m1_id).lines().count(),
         2,
         "one replication user per replica"
     );
-    let left = std::fs::read_dir(stack.state.join("snapshots"))
-        .unwrap()
-        .count();
     assert_eq!(
-        left, 0,
+        stored(),
+        0,
         "the snapshot is deleted once both replicas are attached"
     );
+    check(&m1_id);
 
     for replica in &replicas {
         stack.ftrove_ok(&["delete", replica["id"].as_str().unwrap(), "--wait"]);
     }
     assert_eq!(
-        replication_users(&stack, &m1_id),
+        replication_users(stack, &m1_id),
         "",
         "deleting replicas drops their replication users"
     );
