@@ -124,6 +124,18 @@ pub enum Command {
         /// Datastore name or id, e.g. mariadb.
         datastore: String,
     },
+
+    /// Print a shell completion script, e.g. `ftrove completions bash >
+    /// /etc/bash_completion.d/ftrove` or `source <(ftrove completions bash)`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Writes the completion script of `shell` for the whole command line to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "ftrove", out);
 }
 
 /// `ftrove create`.

@@ -704,3 +704,27 @@ fn create_wait_through_progress_without_a_terminal_prints_as_before() {
     let printed: Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
     assert_eq!(printed, json!({ "instance": active }));
 }
+
+#[test]
+fn completions_cover_every_subcommand_and_need_no_api() {
+    // No API at this URL: completions must not try to reach one.
+    let run = run_ftrove("http://127.0.0.1:9/v1.0/x", &["completions", "bash"], &[]);
+    run.assert_ok();
+    for word in [
+        "create",
+        "detach-replica",
+        "datastore-version-list",
+        "--replica-of",
+        "--wait",
+    ] {
+        assert!(
+            run.stdout.contains(word),
+            "{word} missing from the bash completions"
+        );
+    }
+    let zsh = run_ftrove("http://127.0.0.1:9/v1.0/x", &["completions", "zsh"], &[]);
+    zsh.assert_ok();
+    assert!(zsh.stdout.starts_with("#compdef ftrove"), "{}", zsh.stdout);
+    let bad = run_ftrove("http://127.0.0.1:9/v1.0/x", &["completions", "tcsh"], &[]);
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+}

@@ -19,6 +19,10 @@ pub struct Ctx {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completions { shell } = &cli.command {
+        crate::args::completions(*shell, &mut std::io::stdout().lock());
+        return Ok(());
+    }
     // An empty FTROVE_URL counts as unset.
     let url = if cli.url.trim().is_empty() {
         DEFAULT_URL
@@ -43,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DatastoreVersionList { datastore } => {
             catalog::datastore_version_list(&ctx, datastore)
         }
+        Command::Completions { .. } => Ok(()),
     }
 }
 
