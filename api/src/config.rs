@@ -17,7 +17,26 @@
 //! url = "amqp://guest:guest@127.0.0.1:5672/%2f"   # a secret: never logged
 //! exchange = "ferrotrove"
 //! prefetch = 32                       # unused by the API, which consumes nothing
+//!
+//! [auth]
+//! mode = "tokens"                     # "tokens": every request under /v1.0/{tenant}/ needs
+//!                                     # an X-Auth-Token mapped to that tenant; "none": no
+//!                                     # check at all (development only; warned at start)
+//! tokens_file = "/etc/ferrotrove/tokens.toml"   # no default: required with "tokens"
 //! ```
+//!
+//! The tokens file maps each token to the tenant (project) id it acts for; a tenant may
+//! have many tokens. TOML (any extension but `.json`):
+//!
+//! ```toml
+//! "9c1f0e4b7d2a4d4f8a1e6b3c5d7e9f01" = "demo"
+//! "2b8d4f6a0c1e3a5b7d9f1e3c5a7b9d0e" = "demo"
+//! "f3a5c7e9b1d3f5a7c9e1b3d5f7a9c1e3" = "acme"
+//! ```
+//!
+//! or JSON (a `.json` file): `{"9c1f...": "demo", "f3a5...": "acme"}`. Tokens are 16 to
+//! 256 visible ASCII characters (no spaces); they are read once at start (restart the API
+//! to change them), kept only as SHA-256 digests, and never logged.
 //!
 //! Environment variables override the file: `FTROVE_API__<KEY>`, with `__` between
 //! section and key, e.g. `FTROVE_API__LISTEN=0.0.0.0:8779`, `FTROVE_API__STORE__URL=...`.
@@ -27,7 +46,7 @@ use ferrotrove_bus::BusConfig;
 use ferrotrove_store::StoreConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The environment variable prefix; `__` separates it, sections and keys.
@@ -48,6 +67,32 @@ pub struct ApiConfig {
     pub heartbeat_expiry_secs: u64,
     /// The region every instance reports (Trove clients print it). Default `RegionOne`.
     pub region: String,
+    /// Who may call the API.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: how requests are authenticated.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Default [`AuthMode::Tokens`].
+    pub mode: AuthMode,
+    /// The token → tenant file; required with [`AuthMode::Tokens`], refused with
+    /// [`AuthMode::None`] (where it would not be used).
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// `auth.mode`. Anything but these two words is refused at start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every request under `/v1.0/{tenant}/` needs an `X-Auth-Token` that the tokens file
+    /// maps to that tenant.
+    #[default]
+    Tokens,
+    /// No authentication: every request acts for the tenant in its URL. Only when the
+    /// configuration says so explicitly; the API warns at start.
+    None,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +103,7 @@ impl Default for ApiConfig {
             bus: BusConfig::default(),
             heartbeat_expiry_secs: 30,
             region: "RegionOne".to_owned(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -100,7 +146,17 @@ impl ApiConfig {
         if self.region.trim().is_empty() || self.region.len() > 255 {
             return invalid("region must be 1 to 255 characters");
         }
-        Ok(())
+        match (self.auth.mode, &self.auth.tokens_file) {
+            (AuthMode::Tokens, None) => invalid(
+                "auth.tokens_file is required with auth.mode = \"tokens\" (the default); \
+                 to run without authentication, set auth.mode = \"none\" explicitly",
+            ),
+            (AuthMode::None, Some(_)) => invalid(
+                "auth.tokens_file is set but auth.mode = \"none\" would not check tokens; \
+                 remove one of them",
+            ),
+            _ => Ok(()),
+        }
     }
 
     pub fn heartbeat_expiry(&self) -> Duration {
@@ -138,8 +194,20 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid() {
-        let cfg = ApiConfig::default();
+    fn defaults_are_valid_once_auth_is_chosen() {
+        let mut cfg = ApiConfig::default();
+        assert_eq!(cfg.auth.mode, AuthMode::Tokens);
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("auth.tokens_file"), "{err}");
+        cfg.auth.tokens_file = Some("/etc/ferrotrove/tokens.toml".into());
+        cfg.validate().unwrap();
+        let cfg = ApiConfig {
+            auth: AuthConfig {
+                mode: AuthMode::None,
+                tokens_file: None,
+            },
+            ..ApiConfig::default()
+        };
         cfg.validate().unwrap();
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:8779");
         assert_eq!(cfg.store.database, "ferrotrove");
@@ -150,7 +218,7 @@ mod tests {
     #[test]
     fn file_values_and_sections() {
         let cfg = load_toml(
-            "listen = \"0.0.0.0:18779\"\nregion = \"r2\"\n[store]\ndatabase = \"ft2\"\n[bus]\nexchange = \"x\"\n",
+            "listen = \"0.0.0.0:18779\"\nregion = \"r2\"\n[store]\ndatabase = \"ft2\"\n[bus]\nexchange = \"x\"\n[auth]\nmode = \"none\"\n",
         )
         .unwrap();
         assert_eq!(cfg.listen.port(), 18779);
@@ -186,5 +254,31 @@ mod tests {
             .to_string();
         assert!(err.contains("bus.url"), "{err}");
         assert!(ApiConfig::load(Some(Path::new("/nonexistent/ftrove-api.toml"))).is_err());
+    }
+
+    #[test]
+    fn auth_mode_is_tokens_or_none_and_nothing_else() {
+        let cfg = load_toml("[auth]\ntokens_file = \"/etc/ferrotrove/tokens.toml\"\n").unwrap();
+        assert_eq!(cfg.auth.mode, AuthMode::Tokens);
+        let cfg = load_toml("[auth]\nmode = \"none\"\n").unwrap();
+        assert_eq!(cfg.auth.mode, AuthMode::None);
+        for bad in ["\"None\"", "\"off\"", "\"\"", "false"] {
+            let err = load_toml(&format!("[auth]\nmode = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("auth.mode"), "{bad}: {err}");
+        }
+        let err = load_toml("[auth]\nmode = \"tokens\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.tokens_file"), "{err}");
+        let err = load_toml("[auth]\nmode = \"none\"\ntokens_file = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.tokens_file"), "{err}");
+        let err = load_toml("[auth]\nmode = \"none\"\ntoken_file = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token_file"), "{err}");
     }
 }

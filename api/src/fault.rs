@@ -30,6 +30,10 @@ impl Fault {
         Fault::new(StatusCode::BAD_REQUEST, message)
     }
 
+    pub fn unauthorized(message: impl Into<String>) -> Fault {
+        Fault::new(StatusCode::UNAUTHORIZED, message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Fault {
         Fault::new(StatusCode::NOT_FOUND, message)
     }
@@ -125,6 +129,7 @@ mod tests {
     fn names_match_trove() {
         assert_eq!(Fault::bad_request("x").name(), "badRequest");
         assert_eq!(Fault::not_found("x").name(), "itemNotFound");
+        assert_eq!(Fault::unauthorized("x").name(), "unauthorized");
         assert_eq!(Fault::forbidden("x").name(), "forbidden");
         assert_eq!(Fault::unprocessable("x").name(), "unprocessableEntity");
         assert_eq!(Fault::internal("x").name(), "instanceFault");

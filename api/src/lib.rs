@@ -10,7 +10,7 @@
 //! - [`config`]: [`ApiConfig`], every option with its default;
 //! - `routes`: the router, one module per resource (`instances`, `create`, `flavors`,
 //!   `datastores`);
-//! - `auth`: the project in the URL and the token (any token is accepted for now);
+//! - `auth`: the token (`auth.mode`) and the project in the URL it may act for;
 //! - `views`: the JSON Trove clients read; `liveness`: the status users see;
 //! - `validate`: checks on user input; `extract`: extractors that fail with faults;
 //! - `fault`: Trove's error shape, and the one mapping of store and bus errors to HTTP;
@@ -85,6 +85,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
+    // Before connecting to anything: a bad tokens file stops the API at once.
+    let auth = auth::Auth::from_config(&config.auth)?;
+    match &auth {
+        auth::Auth::None => tracing::warn!(
+            "auth.mode = \"none\": tokens are NOT checked, and every request acts for the project in its URL; for development only"
+        ),
+        auth::Auth::Tokens(tokens) => tracing::info!(
+            tokens = tokens.len(),
+            tenants = tokens.tenants(),
+            "requests need an X-Auth-Token from auth.tokens_file"
+        ),
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -118,9 +130,9 @@ pub async fn run(
         bus: bus.clone(),
         region: config.region.as_str().into(),
         heartbeat_expiry: config.heartbeat_expiry(),
+        auth: std::sync::Arc::new(auth),
     };
     tracing::info!(address = %listener.local_addr()?, "serving the Trove v1.0 API");
-    tracing::warn!("tokens are not checked yet: every request acts for the project in its URL");
     axum::serve(listener, routes::router(state))
         .with_graceful_shutdown(stopped(stop_rx))
         .await?;

@@ -1,5 +1,7 @@
-//! What every request handler shares: the store, the bus and a few settings.
+//! What every request handler shares: the store, the bus, authentication and a few
+//! settings.
 
+use crate::auth::Auth;
 use ferrotrove_bus::Bus;
 use ferrotrove_store::Store;
 use std::sync::Arc;
@@ -12,4 +14,5 @@ pub struct AppState {
     pub bus: Bus,
     pub region: Arc<str>,
     pub heartbeat_expiry: Duration,
+    pub auth: Arc<Auth>,
 }

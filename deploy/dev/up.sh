@@ -48,7 +48,10 @@ TOML
 state_dir = "$DEV/local"
 TOML
 } > "$DEV/taskmanager.toml"
-[ -f "$DEV/api.toml" ] || { printf 'listen = "127.0.0.1:%s"\n\n' "$API_PORT"; common; } > "$DEV/api.toml"
+# No authentication on a laptop (the API warns about it in its log); see api.toml.example
+# for tokens. An api.toml from before [auth] existed gets it added.
+[ -f "$DEV/api.toml" ] || { printf 'listen = "127.0.0.1:%s"\n\n[auth]\nmode = "none"\n\n' "$API_PORT"; common; } > "$DEV/api.toml"
+grep -q '^\[auth\]' "$DEV/api.toml" || printf '\n[auth]\nmode = "none"\n' >> "$DEV/api.toml"
 
 running() { [ -f "$DEV/$1.pid" ] && kill -0 "$(cat "$DEV/$1.pid")" 2>/dev/null; }
 

@@ -105,7 +105,9 @@ impl TestServer {
 
     /// A prepared, read-only, empty server: a replica to be.
     pub async fn prepared_replica(snapshot_dir: &Path, server_id: u32) -> TestServer {
-        TestServer::new(snapshot_dir).prepare_as_replica(server_id).await
+        TestServer::new(snapshot_dir)
+            .prepare_as_replica(server_id)
+            .await
     }
 
     async fn prepare_as_replica(self, server_id: u32) -> TestServer {

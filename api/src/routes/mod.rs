@@ -1,5 +1,6 @@
-//! The routes, mounted as Trove's v1.0 API: everything under `/v1.0/{tenant}/`, plus the
-//! legacy shell's auth handshake at `/auth`. One module per resource.
+//! The routes, mounted as Trove's v1.0 API: everything under `/v1.0/{tenant}/` (behind the
+//! token check, [`auth::require_token`]), plus the legacy shell's auth handshake at `/auth`.
+//! One module per resource.
 
 pub mod create;
 pub mod datastores;
@@ -12,7 +13,7 @@ use crate::state::AppState;
 use crate::trace;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 
 /// The largest request body accepted.
@@ -46,7 +47,9 @@ pub fn router(state: AppState) -> Router {
             get(datastores::show_version),
         )
         .fallback(fault::unknown_route)
-        .method_not_allowed_fallback(fault::wrong_method);
+        .method_not_allowed_fallback(fault::wrong_method)
+        // Also wraps the fallbacks: nothing under /v1.0/{tenant}/ answers without a token.
+        .layer(from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .nest("/v1.0/{tenant}", project)
         .route("/auth", get(auth::legacy_handshake))

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use ferrotrove_api::ApiConfig;
+use ferrotrove_api::config::{AuthConfig, AuthMode};
 use ferrotrove_bus::BusConfig;
 use ferrotrove_proto::Envelope;
 use ferrotrove_proto::agent::ServerStatus;
@@ -105,6 +106,9 @@ pub struct TestApi {
     pub store: Store,
     pub tasks: TaskQueue,
     pub vhost: String,
+    /// Sent as X-Auth-Token by [`TestApi::send`]; `notused` (what `openstack
+    /// --os-auth-type none` sends) unless the test says otherwise.
+    pub token: String,
     stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), ferrotrove_api::RunError>>>,
     // Dropped last, in this order: the API is stopped first.
@@ -113,7 +117,18 @@ pub struct TestApi {
 }
 
 impl TestApi {
+    /// The API with `auth.mode = "none"`.
     pub async fn start() -> TestApi {
+        let auth = AuthConfig {
+            mode: AuthMode::None,
+            tokens_file: None,
+        };
+        TestApi::start_with(auth, "notused").await
+    }
+
+    /// The API with `auth`, sending `token` (which must be admitted, since the API's
+    /// readiness is probed with it).
+    pub async fn start_with(auth: AuthConfig, token: &str) -> TestApi {
         let db = ControlDb::new();
         let vhost = RabbitVhost::create();
         let store_config = StoreConfig {
@@ -133,6 +148,7 @@ impl TestApi {
                 ..BusConfig::default()
             },
             heartbeat_expiry_secs: 30,
+            auth,
             ..ApiConfig::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -151,6 +167,7 @@ impl TestApi {
             store,
             tasks,
             vhost: vhost.name.clone(),
+            token: token.to_owned(),
             stop_tx: Some(stop_tx),
             server: Some(server),
             _vhost: vhost,
@@ -183,7 +200,7 @@ impl TestApi {
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
         let response = request
-            .header("X-Auth-Token", "notused")
+            .header("X-Auth-Token", &self.token)
             .header("Accept", "application/json")
             .send()
             .await

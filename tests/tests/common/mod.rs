@@ -80,7 +80,10 @@ impl Stack {
             ),
             (
                 "api",
-                format!("listen = \"127.0.0.1:{port}\"\nheartbeat_expiry_secs = 10\n\n{common}"),
+                // No tokens: tests act for any tenant (the API warns in its log).
+                format!(
+                    "listen = \"127.0.0.1:{port}\"\nheartbeat_expiry_secs = 10\n\n[auth]\nmode = \"none\"\n\n{common}"
+                ),
             ),
         ];
         let mut daemons = Vec::new();
