@@ -81,6 +81,21 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Counts the bytes read through it into a progress counter (no hashing: for streams that
+/// are hashed further down the pipe).
+pub(crate) struct CountingReader<R> {
+    pub(crate) inner: R,
+    pub(crate) progress: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 /// The bytes under `dir`, an estimate of a snapshot's size for progress reports.
 pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;

@@ -14,7 +14,7 @@
 //! put back and the server started as it was.
 
 use super::logical::check_digest;
-use super::metered::{HashingReader, HashingWriter, dir_size};
+use super::metered::{CountingReader, HashingReader, HashingWriter, dir_size};
 use super::on_blocking_thread;
 use super::tool::ToolProcess;
 use crate::config::Compression;
@@ -116,7 +116,11 @@ fn stream_backup(
             "the backup's stdout was not captured".to_owned(),
         ));
     };
-    let mut source = super::metered::HashingReader::new(stdout, Some(copied));
+    // Counted for progress; the stored bytes are hashed once, by `hashing`.
+    let mut source = CountingReader {
+        inner: stdout,
+        progress: copied,
+    };
     let copy = match compression {
         Compression::None => std::io::copy(&mut source, &mut hashing).map(|_| ()),
         Compression::Zstd => zstd_copy(&mut source, &mut hashing),
