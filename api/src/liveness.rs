@@ -2,9 +2,14 @@
 //! the agent's heartbeats say.
 //!
 //! The stored status says what the control plane is doing; only the heartbeat says whether
-//! the server is alive. An ACTIVE instance whose agent has not reported within the expiry,
-//! or which reports its server down, is shown as SHUTDOWN (Trove's word), and actions that
-//! need a live server (replicating from it, detaching it) are refused for it.
+//! the server is alive. An ACTIVE instance whose agent has stopped reporting, or which
+//! reports its server down, is shown as SHUTDOWN (Trove's word), and actions that need a
+//! live server (replicating from it, detaching it) are refused for it.
+//!
+//! Whether an agent has stopped reporting is read from the control DB, not computed here:
+//! the conductor's periodic check marks an instance's heartbeat row `stale` once its last
+//! heartbeat is older than the conductor's `heartbeats.expiry_secs`, and the next heartbeat
+//! clears the mark. An instance without a heartbeat row has never reported.
 //!
 //! A heartbeat received before the stored status last changed describes the server as it
 //! was during the previous step (a replica restoring its snapshot is briefly down): it shows
@@ -28,20 +33,21 @@ pub struct Liveness {
     pub status: InstanceStatus,
     /// Trove's `operating_status`: the database service's health.
     pub operating_status: &'static str,
-    /// When the last heartbeat was older than the expiry (or there was none).
+    /// When the conductor has marked the last heartbeat stale (or there was none).
     pub stale: bool,
 }
 
 impl Liveness {
     /// `changed_at` is when the stored status last changed (the instance's `updated`).
+    /// `_expiry` is not read any more: the heartbeat's freshness is the stored `stale` mark.
+    /// It stays until the callers drop it.
     pub fn of(
         stored: InstanceStatus,
         changed_at: OffsetDateTime,
         guest: Option<&GuestStatus>,
-        expiry: Duration,
+        _expiry: Duration,
     ) -> Liveness {
-        let expiry_ms = u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX);
-        let fresh = guest.filter(|g| g.age_ms <= expiry_ms);
+        let fresh = guest.filter(|g| !g.stale);
         let server_up = fresh.is_some_and(|g| g.server_up || g.received_at < changed_at);
         let status = match stored {
             InstanceStatus::Active if !server_up => InstanceStatus::Shutdown,
@@ -86,7 +92,8 @@ impl Liveness {
     }
 }
 
-/// A heartbeat row received `age_ms` ago, for tests.
+/// A heartbeat row received `age_ms` ago, for tests; the conductor's check has marked it
+/// stale when that is over 30 s.
 #[cfg(test)]
 pub(crate) fn test_guest(age_ms: u64, server_up: bool) -> GuestStatus {
     GuestStatus {
@@ -115,6 +122,8 @@ pub(crate) fn test_guest(age_ms: u64, server_up: bool) -> GuestStatus {
         disk_used: 0,
         disk_total: 0,
         progress: None,
+        stale: age_ms > 30_000,
+        stale_changed_at: time::OffsetDateTime::UNIX_EPOCH,
     }
 }
 
@@ -240,5 +249,68 @@ mod tests {
             EXPIRY,
         );
         assert_eq!(deleting.shown_status(), "SHUTDOWN");
+    }
+
+    #[test]
+    fn freshness_is_the_stored_mark_not_the_age() {
+        // Old but not marked (the check has not run yet): still ACTIVE and HEALTHY.
+        let mut unmarked = guest(10 * 60_000, true);
+        unmarked.stale = false;
+        let live = Liveness::of(
+            InstanceStatus::Active,
+            OffsetDateTime::UNIX_EPOCH,
+            Some(&unmarked),
+            EXPIRY,
+        );
+        assert_eq!(
+            (live.shown_status(), live.operating_status, live.stale),
+            ("ACTIVE", "HEALTHY", false)
+        );
+        // Marked stale, however recent: SHUTDOWN.
+        let mut marked = guest(0, true);
+        marked.stale = true;
+        let stale = Liveness::of(
+            InstanceStatus::Active,
+            OffsetDateTime::UNIX_EPOCH,
+            Some(&marked),
+            EXPIRY,
+        );
+        assert_eq!(
+            (stale.shown_status(), stale.operating_status, stale.stale),
+            ("SHUTDOWN", "SHUTDOWN", true)
+        );
+        // Heartbeats resumed: the conductor cleared the mark.
+        marked.stale = false;
+        let resumed = Liveness::of(
+            InstanceStatus::Active,
+            OffsetDateTime::UNIX_EPOCH,
+            Some(&marked),
+            EXPIRY,
+        );
+        assert_eq!(
+            (resumed.shown_status(), resumed.operating_status),
+            ("ACTIVE", "HEALTHY")
+        );
+    }
+
+    #[test]
+    fn marked_build_and_error_instances_keep_their_status() {
+        let mut marked = guest(0, true);
+        marked.stale = true;
+        for (stored, word) in [
+            (InstanceStatus::Build, "BUILD"),
+            (InstanceStatus::Error, "ERROR"),
+        ] {
+            let live = Liveness::of(stored, OffsetDateTime::UNIX_EPOCH, Some(&marked), EXPIRY);
+            assert_eq!((live.shown_status(), live.operating_status), (word, word));
+            // While reporting, their database's health shows, their status stays.
+            let mut fresh = marked.clone();
+            fresh.stale = false;
+            let live = Liveness::of(stored, OffsetDateTime::UNIX_EPOCH, Some(&fresh), EXPIRY);
+            assert_eq!(
+                (live.shown_status(), live.operating_status),
+                (word, "HEALTHY")
+            );
+        }
     }
 }

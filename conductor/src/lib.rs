@@ -1,6 +1,16 @@
 //! The conductor: the only consumer of what guests report (heartbeats, with the progress of
-//! a running snapshot or restore; job results later). It writes each report to the control
-//! DB and acks it only then.
+//! a running snapshot or restore; job results later). It writes reports to the control DB
+//! and acks each only once it is stored, and it keeps liveness in the control DB: a
+//! periodic check marks instances whose heartbeats stopped.
+//!
+//! Heartbeats are written in batches: each handled message waits while its batch fills
+//! (up to `heartbeats.batch_max`, or `heartbeats.batch_window_ms` after the batch's first
+//! one), the batch is written in one statement (`heartbeats.writers` batches at a time),
+//! and only then do its messages return and get acked. A batch that cannot be written is
+//! retried, backing off, and its messages stay unacknowledged meanwhile: when this
+//! conductor stops, the broker delivers them again. Which heartbeat is newest is decided
+//! in the statement itself (the store's `(boot_id, seq)` guard), so any number of
+//! conductors can consume the same queue.
 //!
 //! It must not command agents or run orchestrations (that is the taskmanager's), and it
 //! never trusts a report's claim about which instance it is from beyond what the control
@@ -10,22 +20,65 @@ pub mod config;
 
 use ferrotrove_bus::{Bus, Handler, KeyLookup, RequestContext, Verifier};
 use ferrotrove_proto::Secret;
-use ferrotrove_proto::conductor::ConductorMessage;
+use ferrotrove_proto::conductor::{ConductorMessage, Heartbeat};
 use ferrotrove_proto::{ErrorKind, RemoteError, queues};
-use ferrotrove_store::Store;
+use ferrotrove_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use tracing::Instrument;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 
-pub use config::ConductorConfig;
+pub use config::{ConductorConfig, HeartbeatConfig};
 
-/// Writes guest reports to the control DB.
+/// The first pause before a failed batch is written again; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Writes guest reports to the control DB. Clones share one batch writer.
 #[derive(Clone)]
 pub struct Conductor {
-    store: Store,
+    batches: mpsc::UnboundedSender<Pending>,
+}
+
+/// A heartbeat waiting for its batch, and who to tell once it is stored.
+struct Pending {
+    heartbeat: Heartbeat,
+    stored: oneshot::Sender<()>,
+}
+
+impl Conductor {
+    /// A conductor writing to `store`, batching as `settings` say. Starts its batch writer
+    /// on the current tokio runtime; the writer ends when the last clone is dropped.
+    pub fn new(store: Store, settings: &HeartbeatConfig) -> Conductor {
+        // Unbounded here, bounded by the bus: at most `prefetch` messages are handled at once.
+        let (batches, queue) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(
+            store,
+            queue,
+            settings.batch_max.max(1),
+            settings.batch_window(),
+            settings.writers.max(1),
+        ));
+        Conductor { batches }
+    }
+
+    /// Resolves once `heartbeat` is stored (applied, or found older than the stored one).
+    /// Never resolves when it cannot be: its message then stays unacknowledged.
+    async fn store(&self, heartbeat: Heartbeat) {
+        let (stored, done) = oneshot::channel();
+        if self.batches.send(Pending { heartbeat, stored }).is_ok() && done.await.is_ok() {
+            return;
+        }
+        // The writer is gone (it only ends when every handle is dropped, or by a panic):
+        // leave the message unacknowledged, for the broker to deliver again elsewhere.
+        tracing::error!("the heartbeat writer stopped; leaving the message unacknowledged");
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Handler for Conductor {
@@ -51,25 +104,119 @@ impl Handler for Conductor {
                         "heartbeat signed by another instance's key",
                     ));
                 }
-                let span = tracing::debug_span!(
-                    "heartbeat",
-                    instance_id = %heartbeat.instance_id,
-                    seq = heartbeat.seq,
-                    progress = heartbeat.progress.as_ref().map(|p| p.stage.as_str()),
-                );
                 // The whole heartbeat, progress included: the store applies all of it or,
                 // when an older one arrives late, none of it.
-                let applied = self
-                    .store
-                    .record_heartbeat(&heartbeat)
-                    .instrument(span)
-                    .await
-                    .map_err(|e| RemoteError::new(ErrorKind::Database, e.to_string()))?;
-                if !applied {
-                    tracing::debug!(instance_id = %heartbeat.instance_id, seq = heartbeat.seq, "stale or unknown heartbeat ignored");
-                }
+                self.store(heartbeat).await;
                 Ok(())
             }
+        }
+    }
+}
+
+/// The batch writer: takes what is waiting (at least one heartbeat, then more until the
+/// batch is full or its window has passed) and writes it, `writers` batches at a time.
+/// While they are written the next batch fills.
+///
+/// Concurrent batches cannot deadlock each other: the store writes each batch's rows in
+/// primary-key order.
+async fn write_batches(
+    store: Store,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    batch_max: usize,
+    window: Duration,
+    writers: usize,
+) {
+    let writers = Arc::new(tokio::sync::Semaphore::new(writers));
+    loop {
+        // A writer first, so the batch fills while the others are busy.
+        let Ok(writer) = writers.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch: Vec<Pending> = Vec::with_capacity(batch_max);
+        if queue.recv_many(&mut batch, batch_max).await == 0 {
+            return;
+        }
+        let deadline = Instant::now() + window;
+        while batch.len() < batch_max {
+            // `timeout_at` polls first, so what is already waiting is taken even when the
+            // window is zero or over.
+            let room = batch_max - batch.len();
+            match tokio::time::timeout_at(deadline, queue.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let store = store.clone();
+        tokio::spawn(async move {
+            store_batch(&store, batch).await;
+            drop(writer);
+        });
+    }
+}
+
+/// Writes one batch until it is stored, then tells its handlers. While it fails, its
+/// messages stay unacknowledged; it is given up only when no handler waits for it any more
+/// (their messages went back to the broker with the connection).
+async fn store_batch(store: &Store, batch: Vec<Pending>) {
+    let (heartbeats, waiting): (Vec<Heartbeat>, Vec<oneshot::Sender<()>>) =
+        batch.into_iter().map(|p| (p.heartbeat, p.stored)).unzip();
+    let started = std::time::Instant::now();
+    let mut pause = RETRY_FIRST;
+    loop {
+        match store.record_heartbeats(&heartbeats).await {
+            Ok(()) => {
+                tracing::debug!(
+                    heartbeats = heartbeats.len(),
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "batch stored"
+                );
+                for handler in waiting {
+                    let _ = handler.send(());
+                }
+                return;
+            }
+            Err(error) => {
+                if waiting.iter().all(oneshot::Sender::is_closed) {
+                    tracing::warn!(%error, heartbeats = heartbeats.len(), "giving up a batch nobody waits for");
+                    return;
+                }
+                tracing::warn!(
+                    %error,
+                    heartbeats = heartbeats.len(),
+                    retry_in = ?pause,
+                    "cannot store a batch of heartbeats; they stay unacknowledged"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// One liveness check: marks stale, in the control DB, every instance whose last heartbeat
+/// is older than `expiry`. Returns how many were marked. Any number of conductors may run
+/// it at once; each instance is marked once.
+pub async fn check_liveness(store: &Store, expiry: Duration) -> Result<usize, StoreError> {
+    let marked = store.mark_stale(expiry).await?;
+    const NAMED: usize = 20;
+    for id in marked.iter().take(NAMED) {
+        tracing::info!(instance_id = %id, expiry_secs = expiry.as_secs(), "no heartbeat within the expiry: marked stale");
+    }
+    if marked.len() > NAMED {
+        tracing::info!(more = marked.len() - NAMED, "more instances marked stale");
+    }
+    Ok(marked.len())
+}
+
+/// Runs [`check_liveness`] every `check_interval`, the first time one expiry after start.
+async fn check_liveness_periodically(store: Store, settings: HeartbeatConfig) {
+    tokio::time::sleep(settings.expiry()).await;
+    let mut ticks = tokio::time::interval(settings.check_interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = check_liveness(&store, settings.expiry()).await {
+            tracing::warn!(%error, "liveness check failed; trying again at the next one");
         }
     }
 }
@@ -86,6 +233,26 @@ struct InstanceKeys {
 const KNOWN_SECRETS: usize = 100_000;
 
 impl InstanceKeys {
+    /// With every live instance's secret read at once (a restarted conductor would
+    /// otherwise read them one by one, as the first heartbeat of each arrives, while the
+    /// queue waits). When that read fails, they are read one by one.
+    async fn preloaded(store: Store) -> InstanceKeys {
+        let known = match store.instance_secrets(KNOWN_SECRETS).await {
+            Ok(secrets) => {
+                tracing::info!(instances = secrets.len(), "instance secrets loaded");
+                secrets
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot load the instances' secrets; reading them as heartbeats arrive");
+                HashMap::new()
+            }
+        };
+        InstanceKeys {
+            store,
+            known: std::sync::Mutex::new(known),
+        }
+    }
+
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Secret>> {
         self.known
             .lock()
@@ -125,107 +292,32 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = Store::connect(&config.store).await?;
     let bus = Bus::connect_with_retry(&config.bus, "conductor", config.startup_timeout()).await?;
-    tracing::info!(exchange = %config.bus.exchange, "conductor starting");
-    let verifier = Verifier::Lookup(Arc::new(InstanceKeys {
-        store: store.clone(),
-        known: Default::default(),
-    }));
+    let settings = &config.heartbeats;
+    tracing::info!(
+        exchange = %config.bus.exchange,
+        prefetch = config.bus.prefetch,
+        batch_max = settings.batch_max,
+        batch_window_ms = settings.batch_window_ms,
+        writers = settings.writers,
+        expiry_secs = settings.expiry_secs,
+        check_interval_secs = settings.check_interval_secs,
+        "conductor starting"
+    );
+    if usize::from(config.bus.prefetch) < settings.batch_max {
+        tracing::warn!(
+            "bus.prefetch is below heartbeats.batch_max: batches can never fill; give it at least twice batch_max"
+        );
+    }
+    let verifier = Verifier::Lookup(Arc::new(InstanceKeys::preloaded(store.clone()).await));
+    let checker = tokio::spawn(check_liveness_periodically(store.clone(), settings.clone()));
     ferrotrove_bus::daemon::serve_until_shutdown(
         &bus,
         queues::CONDUCTOR,
-        Conductor { store },
+        Conductor::new(store, settings),
         Some(verifier),
         shutdown,
     )
     .await;
+    checker.abort();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ferrotrove_proto::agent::{Progress, ServerStatus};
-    use ferrotrove_proto::conductor::{Heartbeat, HostStats};
-    use ferrotrove_proto::status::InstanceStatus;
-    use ferrotrove_store::{NewInstance, StoreConfig};
-
-    /// A control DB of its own in the development MariaDB (`deploy/dev/services.sh`).
-    async fn test_store() -> Store {
-        let config = StoreConfig {
-            url: "mysql://ferrotrove:ferrotrove@127.0.0.1:3306".to_owned(),
-            database: format!("ft_test_conductor_{}", Uuid::new_v4().simple()),
-            pool_max: 2,
-        };
-        Store::connect(&config)
-            .await
-            .expect("connect to the development MariaDB")
-    }
-
-    fn context(key_id: Uuid) -> RequestContext {
-        RequestContext {
-            message_id: Uuid::new_v4(),
-            operation_id: None,
-            sender: "agent".to_owned(),
-            method: "Heartbeat",
-            redelivered: false,
-            key_id: Some(key_id),
-        }
-    }
-
-    fn heartbeat(
-        instance_id: Uuid,
-        boot_id: Uuid,
-        seq: u64,
-        progress: Option<Progress>,
-    ) -> Heartbeat {
-        Heartbeat {
-            instance_id,
-            boot_id,
-            seq,
-            server: ServerStatus::default(),
-            host: HostStats::default(),
-            progress,
-        }
-    }
-
-    #[tokio::test]
-    async fn heartbeats_store_their_progress() {
-        let store = test_store().await;
-        let id = Uuid::new_v4();
-        store
-            .insert_instance(&NewInstance {
-                id,
-                tenant_id: "t".to_owned(),
-                name: "r1".to_owned(),
-                flavor_id: "7".to_owned(),
-                volume_size: 1,
-                datastore: "mariadb".to_owned(),
-                datastore_version: "10.11".to_owned(),
-                status: InstanceStatus::Build,
-                replica_of: None,
-            })
-            .await
-            .unwrap();
-        let conductor = Conductor {
-            store: store.clone(),
-        };
-        let restoring = Progress {
-            operation: "restore".to_owned(),
-            stage: "copying".to_owned(),
-            bytes_done: 1 << 20,
-            bytes_total: Some(1 << 30),
-            started_at_ms: 1_767_225_600_000,
-        };
-        let boot = Uuid::now_v7();
-        let send = |hb: Heartbeat| conductor.handle(ConductorMessage::Heartbeat(hb), context(id));
-        send(heartbeat(id, boot, 1, Some(restoring.clone())))
-            .await
-            .unwrap();
-        let stored = store.guest_status(id).await.unwrap().unwrap();
-        assert_eq!(stored.progress, Some(restoring));
-        send(heartbeat(id, boot, 2, None)).await.unwrap();
-        let stored = store.guest_status(id).await.unwrap().unwrap();
-        assert_eq!((stored.seq, stored.progress), (2, None));
-        store.drop_database().await.unwrap();
-    }
 }

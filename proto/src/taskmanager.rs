@@ -30,6 +30,18 @@ pub enum TaskRequest {
     DeleteInstance { instance_id: Uuid },
 }
 
+impl TaskRequest {
+    /// The task's kind and the instance it is about (for a replica request, the source).
+    pub fn subject(&self) -> (&'static str, Uuid) {
+        match self {
+            Self::CreateInstance { instance_id, .. } => ("create", *instance_id),
+            Self::CreateReplicas { source_id, .. } => ("create_replicas", *source_id),
+            Self::DetachReplica { instance_id } => ("detach", *instance_id),
+            Self::DeleteInstance { instance_id } => ("delete", *instance_id),
+        }
+    }
+}
+
 impl Method for TaskRequest {
     fn name(&self) -> &'static str {
         match self {

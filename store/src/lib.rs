@@ -11,7 +11,8 @@
 //! - `migrations`: the schema as an ordered list of migrations, applied at connect;
 //! - `flavors`, `datastores`: the read-only catalogue the API offers;
 //! - `instances`: instance rows, their statuses and the API's guarded transitions;
-//! - `guest_status`: the newest heartbeat per instance, ordered by the agent's (boot, seq);
+//! - `guest_status`: the newest heartbeat per instance, ordered by the agent's (boot, seq),
+//!   written in batches, and whether it is stale (stored liveness);
 //! - `replication_users`: which user each replica replicates with (names, never passwords);
 //! - [`error`] holds [`StoreError`].
 //!
@@ -27,6 +28,7 @@ mod instances;
 mod migrations;
 mod replication_users;
 mod rows;
+mod tasks;
 
 pub use config::{StoreConfig, validate_database_name};
 pub use datastores::{Datastore, DatastoreVersion};
@@ -36,6 +38,7 @@ pub use guest_status::GuestStatus;
 pub use instances::{DeleteStart, Instance, NewInstance, ReplicaInsert, Transition};
 pub use migrations::{MARIADB_10_11_VERSION_ID, MARIADB_DATASTORE_ID};
 pub use replication_users::ReplicationUserRow;
+pub use tasks::{TaskClaim, TaskRow};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
@@ -82,10 +85,16 @@ impl Store {
             .await?;
         server.disconnect().await?;
 
+        // Connections go back to the pool as they are, not reset: a reset costs a round trip
+        // and drops the connection's prepared statements, so every query would be prepared
+        // again. The store leaves no session state behind (transactions are always ended;
+        // no session variables, temporary tables or locks outlive a call).
         let pool = Pool::new(
-            common
-                .db_name(Some(cfg.database.clone()))
-                .pool_opts(PoolOpts::new().with_constraints(constraints)),
+            common.db_name(Some(cfg.database.clone())).pool_opts(
+                PoolOpts::new()
+                    .with_constraints(constraints)
+                    .with_reset_connection(false),
+            ),
         );
         let mut conn = pool.get_conn().await?;
         migrations::run(&mut conn, &cfg.database).await?;
@@ -117,6 +126,29 @@ impl Store {
         self.pool.disconnect().await?;
         Ok(())
     }
+}
+
+/// A table `ids` of one column `id`, made by `JSON_TABLE` from one parameter, an
+/// [`id_list`]: a constant statement (prepared once per connection) for any number of ids,
+/// joined with one index lookup per id.
+pub(crate) const ID_TABLE: &str =
+    "JSON_TABLE(?, '$[*]' COLUMNS (id CHAR(36) CHARACTER SET utf8mb4 PATH '$')) AS ids";
+
+/// The parameter of [`ID_TABLE`]: the ids as a JSON array of strings (UUIDs need no
+/// escaping).
+pub(crate) fn id_list(ids: &[uuid::Uuid]) -> String {
+    let mut out = String::with_capacity(2 + ids.len() * 39);
+    out.push('[');
+    for (n, id) in ids.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(&id.to_string());
+        out.push('"');
+    }
+    out.push(']');
+    out
 }
 
 /// `?, ?, ?` for an `IN (...)` list of `n` values (n ≥ 1).

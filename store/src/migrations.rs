@@ -167,6 +167,38 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE guest_status ADD COLUMN IF NOT EXISTS progress TEXT NULL",
         ],
     },
+    Migration {
+        version: 5,
+        statements: &[
+            // Stored liveness: the conductor's periodic check sets `stale` when no heartbeat
+            // was applied within its expiry; the next newer heartbeat clears it. When that
+            // last changed (rows from before: their last heartbeat's time).
+            "ALTER TABLE guest_status \
+                ADD COLUMN IF NOT EXISTS stale BOOL NOT NULL DEFAULT FALSE, \
+                ADD COLUMN IF NOT EXISTS stale_changed_at DATETIME(3) NULL",
+            "UPDATE guest_status SET stale_changed_at = received_at WHERE stale_changed_at IS NULL",
+            "ALTER TABLE guest_status MODIFY COLUMN stale_changed_at DATETIME(3) NOT NULL",
+        ],
+    },
+    Migration {
+        version: 6,
+        statements: &[
+            // Orchestrations, one row per task message (see `tasks.rs`).
+            "CREATE TABLE IF NOT EXISTS tasks (
+                id CHAR(36) NOT NULL PRIMARY KEY,
+                kind VARCHAR(32) NOT NULL,
+                instance_id CHAR(36) NOT NULL,
+                state VARCHAR(16) NOT NULL,
+                step VARCHAR(64) NOT NULL DEFAULT '',
+                owner VARCHAR(255) NULL,
+                lease_until DATETIME(3) NULL,
+                attempts INT UNSIGNED NOT NULL DEFAULT 0,
+                error TEXT NULL,
+                created DATETIME(3) NOT NULL DEFAULT UTC_TIMESTAMP(3),
+                KEY tasks_instance (instance_id)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        ],
+    },
 ];
 
 /// The server-wide lock name for migrating `database` (lock names are at most 64

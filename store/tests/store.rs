@@ -10,6 +10,7 @@ use ferrotrove_proto::conductor::{Heartbeat, HostStats};
 use ferrotrove_proto::status::{InstanceStatus, Role};
 use ferrotrove_store::{DeleteStart, NewInstance, ReplicaInsert, Store, StoreError, Transition};
 use std::collections::HashSet;
+use std::time::Duration;
 use uuid::{NoContext, Timestamp, Uuid};
 
 fn new_instance(tenant: &str, name: &str) -> NewInstance {
@@ -642,6 +643,367 @@ async fn heartbeats_apply_only_when_newer() {
         w.await.unwrap().unwrap();
     }
     assert_eq!(store.guest_status(id).await.unwrap().unwrap().seq, 20);
+}
+
+/// Runs SQL on the test's database outside the store (to age heartbeats, to break tables).
+async fn raw_sql(db: &TestDb, sql: &str) {
+    use mysql_async::prelude::Queryable;
+    let opts =
+        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&db.config.url).unwrap())
+            .db_name(Some(db.config.database.clone()));
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    conn.query_drop(sql).await.unwrap();
+    conn.disconnect().await.unwrap();
+}
+
+/// Moves an instance's last heartbeat `secs` into the past.
+async fn age(db: &TestDb, id: Uuid, secs: u32) {
+    raw_sql(
+        db,
+        &format!(
+            "UPDATE guest_status SET received_at = received_at - INTERVAL {secs} SECOND \
+             WHERE instance_id = '{id}'"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn heartbeat_batches_keep_the_newest_within_and_across_batches() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(
+            store
+                .insert_instance(&new_instance("t", &format!("b{n}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let gone = store
+        .insert_instance(&new_instance("t", "gone"))
+        .await
+        .unwrap()
+        .id;
+    store.mark_deleted(gone).await.unwrap();
+    let (old_boot, new_boot) = (boot(1_000), boot(2_000));
+
+    // Within one batch: out of order, repeated, a newer boot with a lower seq, an unknown
+    // and a deleted instance.
+    let batch = vec![
+        heartbeat(ids[0], old_boot, 5, 5.0),
+        heartbeat(ids[0], old_boot, 9, 9.0),
+        heartbeat(ids[0], old_boot, 7, 7.0),
+        heartbeat(ids[1], old_boot, 50, 50.0),
+        heartbeat(ids[1], new_boot, 2, 2.0),
+        heartbeat(ids[1], old_boot, 60, 60.0),
+        heartbeat(ids[2], old_boot, 1, 1.0),
+        heartbeat(Uuid::new_v4(), old_boot, 1, 1.0),
+        heartbeat(gone, old_boot, 1, 1.0),
+    ];
+    store.record_heartbeats(&batch).await.unwrap();
+    let got = store
+        .guest_statuses(&[ids[0], ids[1], ids[2], ids[3], gone])
+        .await
+        .unwrap();
+    let pair = |id: Uuid| {
+        let s = &got[&id];
+        (s.boot_id, s.seq, s.cpu_percent)
+    };
+    assert_eq!(pair(ids[0]), (old_boot, 9, 9.0));
+    assert_eq!(pair(ids[1]), (new_boot, 2, 2.0));
+    assert_eq!(pair(ids[2]), (old_boot, 1, 1.0));
+    assert_eq!(
+        got.len(),
+        3,
+        "nothing for the unknown, deleted and silent instances"
+    );
+    assert!(got.values().all(|s| !s.stale));
+
+    // Across batches: an older heartbeat never overwrites a newer one, column by column.
+    store
+        .record_heartbeats(&[
+            heartbeat(ids[0], old_boot, 8, 8.0),
+            heartbeat(ids[1], old_boot, 99, 99.0),
+            heartbeat(ids[2], old_boot, 2, 2.0),
+            heartbeat(ids[3], new_boot, 1, 1.0),
+        ])
+        .await
+        .unwrap();
+    let got = store.guest_statuses(&ids).await.unwrap();
+    let pair = |id: Uuid| {
+        let s = &got[&id];
+        (s.boot_id, s.seq, s.cpu_percent)
+    };
+    assert_eq!(pair(ids[0]), (old_boot, 9, 9.0));
+    assert_eq!(pair(ids[1]), (new_boot, 2, 2.0));
+    assert_eq!(pair(ids[2]), (old_boot, 2, 2.0));
+    assert_eq!(pair(ids[3]), (new_boot, 1, 1.0));
+    store.record_heartbeats(&[]).await.unwrap();
+
+    // Two conductors (two pools) racing: interleaved batches, each holding every instance,
+    // each seq sent once by one of them in shuffled order. The highest seq wins everywhere.
+    let other = Store::connect(&db.config).await.unwrap();
+    let race_boot = boot(3_000);
+    let writers = [store.clone(), other.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(n, writer)| {
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                // Writer 0 sends odd seqs downwards, writer 1 even seqs upwards.
+                let mut seqs: Vec<u64> = (1..=40u64)
+                    .filter(|s| s % 2 == (n as u64 + 1) % 2)
+                    .collect();
+                if n == 0 {
+                    seqs.reverse();
+                }
+                for chunk in seqs.chunks(3) {
+                    let batch: Vec<Heartbeat> = chunk
+                        .iter()
+                        .flat_map(|&seq| {
+                            ids.iter()
+                                .map(move |&id| heartbeat(id, race_boot, seq, seq as f32))
+                        })
+                        .collect();
+                    writer.record_heartbeats(&batch).await.unwrap();
+                }
+            })
+        });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.unwrap();
+    }
+    let got = store.guest_statuses(&ids).await.unwrap();
+    for id in &ids {
+        assert_eq!(
+            (got[id].boot_id, got[id].seq, got[id].cpu_percent),
+            (race_boot, 40, 40.0)
+        );
+    }
+    other.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn any_text_a_guest_sends_is_stored_as_sent() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let id = store
+        .insert_instance(&new_instance("t", "text"))
+        .await
+        .unwrap()
+        .id;
+    let nasty = "it's a \"quote\", a back\\slash, a\nnewline, a tab\t, a NUL \0, é😀 and '); DROP TABLE instances; --";
+    let mut hb = heartbeat(id, boot(1), 1, f32::NAN);
+    hb.server.error = Some(nasty.to_owned());
+    hb.server.version = Some("10.11.6-MariaDB\\'".to_owned());
+    if let Some(repl) = hb.server.replication.as_mut() {
+        repl.last_error = Some(nasty.repeat(100));
+    }
+    hb.progress = Some(Progress {
+        operation: "restore \"x\" \\".into(),
+        ..restoring(1)
+    });
+    store.record_heartbeats(&[hb.clone()]).await.unwrap();
+    let s = store.guest_status(id).await.unwrap().unwrap();
+    assert_eq!(s.server_error.as_deref(), Some(nasty));
+    assert_eq!(s.version, hb.server.version);
+    assert_eq!(
+        s.last_error.unwrap().chars().count(),
+        4000,
+        "cut, not refused"
+    );
+    assert_eq!(s.progress.unwrap().operation, "restore \"x\" \\");
+    assert_eq!(s.cpu_percent, 0.0, "NaN is stored as 0");
+    assert_eq!(
+        store.list_instances("t", None, None).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn liveness_is_marked_when_heartbeats_stop_and_cleared_when_they_resume() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let make = |name: &'static str, status: InstanceStatus| {
+        let store = store.clone();
+        async move {
+            let id = store
+                .insert_instance(&new_instance("t", name))
+                .await
+                .unwrap()
+                .id;
+            store.set_status(id, status, None).await.unwrap();
+            id
+        }
+    };
+    let active = make("active", InstanceStatus::Active).await;
+    let fresh = make("fresh", InstanceStatus::Active).await;
+    let building = make("building", InstanceStatus::Build).await;
+    let failed = make("failed", InstanceStatus::Error).await;
+    let silent = make("silent", InstanceStatus::Active).await;
+    let b = boot(1_000);
+    let all = [active, fresh, building, failed];
+    store
+        .record_heartbeats(&all.map(|id| heartbeat(id, b, 1, 1.0)))
+        .await
+        .unwrap();
+    let before = store.guest_status(active).await.unwrap().unwrap();
+    assert!(!before.stale);
+    let rows_before: Vec<_> = instance_rows(store, &[building, failed]).await;
+
+    // Nothing is older than the expiry yet.
+    assert!(
+        store
+            .mark_stale(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for id in [active, building, failed] {
+        age(&db, id, 60).await;
+    }
+    let mut marked = store.mark_stale(Duration::from_secs(30)).await.unwrap();
+    marked.sort();
+    let mut expected = vec![active, building, failed];
+    expected.sort();
+    assert_eq!(marked, expected, "the silent ones, never the fresh one");
+    let got = store
+        .guest_statuses(&[active, fresh, building, failed, silent])
+        .await
+        .unwrap();
+    assert!(got[&active].stale && !got[&fresh].stale);
+    assert!(got[&active].stale_changed_at >= before.stale_changed_at);
+    assert!(!got.contains_key(&silent), "no row: it never reported");
+    // Marked once: a second check (another conductor's) finds nothing to do.
+    assert!(
+        store
+            .mark_stale(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // BUILD and ERROR instances keep their rows as they were: status, fault, updated.
+    assert_eq!(instance_rows(store, &[building, failed]).await, rows_before);
+
+    // A late, older heartbeat does not clear the mark; the next newer one does.
+    store
+        .record_heartbeats(&[heartbeat(active, b, 1, 5.0)])
+        .await
+        .unwrap();
+    assert!(store.guest_status(active).await.unwrap().unwrap().stale);
+    let marked_at = store
+        .guest_status(active)
+        .await
+        .unwrap()
+        .unwrap()
+        .stale_changed_at;
+    store
+        .record_heartbeats(&[heartbeat(active, b, 2, 2.0)])
+        .await
+        .unwrap();
+    let resumed = store.guest_status(active).await.unwrap().unwrap();
+    assert!(!resumed.stale);
+    assert_eq!(resumed.seq, 2);
+    assert!(resumed.stale_changed_at >= marked_at);
+    // A heartbeat that finds the row fresh leaves its change time alone.
+    store
+        .record_heartbeats(&[heartbeat(active, b, 3, 3.0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .guest_status(active)
+            .await
+            .unwrap()
+            .unwrap()
+            .stale_changed_at,
+        resumed.stale_changed_at
+    );
+
+    // A deleted instance's row is not looked at.
+    store.mark_deleted(fresh).await.unwrap();
+    age(&db, fresh, 60).await;
+    assert!(
+        store
+            .mark_stale(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The instance rows of `ids`, as the API would read them.
+async fn instance_rows(store: &Store, ids: &[Uuid]) -> Vec<ferrotrove_store::Instance> {
+    let mut rows = Vec::new();
+    for id in ids {
+        rows.push(store.get_instance(*id).await.unwrap().unwrap());
+    }
+    rows
+}
+
+#[tokio::test]
+async fn secrets_of_live_instances_load_at_once() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let live = store
+        .insert_instance(&new_instance("t", "a"))
+        .await
+        .unwrap()
+        .id;
+    let gone = store
+        .insert_instance(&new_instance("t", "b"))
+        .await
+        .unwrap()
+        .id;
+    store.mark_deleted(gone).await.unwrap();
+    let secrets = store.instance_secrets(10).await.unwrap();
+    assert_eq!(secrets.keys().copied().collect::<Vec<_>>(), [live]);
+    assert_eq!(
+        Some(&secrets[&live]),
+        store.instance_secret(live).await.unwrap().as_ref()
+    );
+    assert!(store.instance_secrets(0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn liveness_checks_race_safely() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let id = store
+            .insert_instance(&new_instance("t", &format!("r{n}")))
+            .await
+            .unwrap()
+            .id;
+        ids.push(id);
+    }
+    store
+        .record_heartbeats(
+            &ids.iter()
+                .map(|&id| heartbeat(id, boot(1), 1, 1.0))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    raw_sql(
+        &db,
+        "UPDATE guest_status SET received_at = received_at - INTERVAL 1 MINUTE",
+    )
+    .await;
+    let other = Store::connect(&db.config).await.unwrap();
+    let checks = [store.clone(), other.clone(), store.clone()]
+        .map(|s| tokio::spawn(async move { s.mark_stale(Duration::from_secs(30)).await.unwrap() }));
+    let mut marked = Vec::new();
+    for check in checks {
+        marked.extend(check.await.unwrap());
+    }
+    marked.sort();
+    ids.sort();
+    assert_eq!(marked, ids, "each instance marked exactly once");
+    other.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -169,6 +169,9 @@ pub struct Timeouts {
     /// How long a command keeps being sent again (with the same operation id, so the agent
     /// runs it once) while the message broker is unreachable. Default 300.
     pub broker_outage_secs: u64,
+    /// A taskmanager holds a task for this long at a time, renewing it every third of it
+    /// while it works; another takes the task over only once it has lapsed. Default 30.
+    pub task_lease_secs: u64,
 }
 
 impl Default for TaskmanagerConfig {
@@ -213,6 +216,7 @@ impl Default for Timeouts {
             prepare_secs: 300,
             seed_secs: 3600,
             broker_outage_secs: 300,
+            task_lease_secs: 30,
         }
     }
 }
@@ -235,6 +239,9 @@ impl Timeouts {
     }
     pub fn broker_outage(&self) -> Duration {
         Duration::from_secs(self.broker_outage_secs)
+    }
+    pub fn task_lease(&self) -> Duration {
+        Duration::from_secs(self.task_lease_secs.max(3))
     }
 }
 

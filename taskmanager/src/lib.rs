@@ -46,6 +46,12 @@ pub async fn run(
         timeouts: config.timeouts.clone(),
         in_flight: Default::default(),
         seeding: config.seeding.clone(),
+        owner: format!(
+            "{}:{}:{}",
+            host_name(),
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        ),
     };
     tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager starting");
     ferrotrove_bus::daemon::serve_until_shutdown(
@@ -57,4 +63,13 @@ pub async fn run(
     )
     .await;
     Ok(())
+}
+
+/// This host's name, for task rows (from the kernel; `localhost` when unreadable).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }

@@ -18,8 +18,8 @@ use ferrotrove_proto::agent::{
 use ferrotrove_proto::status::InstanceStatus;
 use ferrotrove_proto::taskmanager::TaskRequest;
 use ferrotrove_proto::{ErrorKind, RemoteError, Secret};
-use ferrotrove_store::{Instance, Store};
-use rand::distr::{Alphanumeric, SampleString};
+use ferrotrove_store::{Instance, Store, TaskClaim};
+use hmac::{Hmac, Mac};
 use std::sync::Arc;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -36,6 +36,8 @@ pub struct Tasks<P> {
     pub(crate) timeouts: Timeouts,
     pub(crate) in_flight: InFlight,
     pub(crate) seeding: SeedingConfig,
+    /// This process, as task rows name their holder: `<host>:<pid>:<uuid>`.
+    pub(crate) owner: String,
 }
 
 impl<P> Clone for Tasks<P> {
@@ -47,6 +49,7 @@ impl<P> Clone for Tasks<P> {
             timeouts: self.timeouts.clone(),
             in_flight: self.in_flight.clone(),
             seeding: self.seeding.clone(),
+            owner: self.owner.clone(),
         }
     }
 }
@@ -66,6 +69,34 @@ impl<P: Provisioner> Handler for Tasks<P> {
                 return Ok(());
             }
         };
+        let (kind, instance_id) = request.subject();
+        let lease = self.timeouts.task_lease();
+        loop {
+            match self
+                .store
+                .claim_task(operation_id, kind, instance_id, &self.owner, lease)
+                .await
+            {
+                Ok(TaskClaim::Run { attempt, step }) => {
+                    if attempt > 1 {
+                        tracing::info!(%operation_id, %instance_id, kind, attempt, step, "resuming a task");
+                    }
+                    break;
+                }
+                Ok(TaskClaim::Finished) => {
+                    tracing::info!(%operation_id, %instance_id, kind, "task finished before; nothing to do");
+                    return Ok(());
+                }
+                Ok(TaskClaim::HeldBy { owner }) => {
+                    tracing::info!(%operation_id, %instance_id, kind, %owner, "another taskmanager holds this task; waiting");
+                    tokio::time::sleep(lease / 3).await;
+                }
+                Err(error) => {
+                    return Err(RemoteError::new(ErrorKind::Database, error.to_string()));
+                }
+            }
+        }
+        let renewal = self.keep_lease(operation_id, lease);
         let task = async {
             match request {
                 TaskRequest::CreateInstance {
@@ -98,13 +129,52 @@ impl<P: Provisioner> Handler for Tasks<P> {
             }
         };
         let result = TASK_OPERATION.scope(operation_id, task).await;
+        renewal.abort();
         // A task's failure is recorded on its instances; only a failure to record it is
-        // reported back to the bus (the message is then redelivered).
-        result.map_err(|e| RemoteError::new(ErrorKind::Database, e.to_string()))
+        // reported back to the bus (the message is then redelivered, and the task resumed).
+        result.map_err(|e| RemoteError::new(ErrorKind::Database, e.to_string()))?;
+        if let Err(error) = self
+            .store
+            .finish_task(operation_id, &self.owner, None)
+            .await
+        {
+            tracing::warn!(%operation_id, %error, "cannot mark the task finished");
+        }
+        Ok(())
     }
 }
 
 impl<P: Provisioner> Tasks<P> {
+    /// Renews this taskmanager's lease on task `id` until aborted.
+    fn keep_lease(&self, id: Uuid, lease: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let (store, owner) = (self.store.clone(), self.owner.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match store.renew_task_lease(id, &owner, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(task = %id, "lost the lease of a running task");
+                        return;
+                    }
+                    Err(error) => tracing::warn!(task = %id, %error, "cannot renew a task's lease"),
+                }
+            }
+        })
+    }
+
+    /// Records that the running task reached `step` (before the step starts), so that a
+    /// task resumed after a crash says where it stopped.
+    async fn step(&self, step: &str) {
+        let Ok(task) = TASK_OPERATION.try_with(|id| *id) else {
+            return;
+        };
+        tracing::info!(step, "task step");
+        if let Err(error) = self.store.record_task_step(task, &self.owner, step).await {
+            tracing::warn!(%task, step, %error, "cannot record a task step");
+        }
+    }
+
     /// The agent of `instance_id`, spoken to with the instance's secret.
     async fn guest(&self, instance_id: Uuid) -> Result<Guest<'_>, TaskError> {
         let secret = self.store.instance_secret(instance_id).await?;
@@ -159,6 +229,7 @@ impl<P: Provisioner> Tasks<P> {
         let Some(instance) = self.load(id, InstanceStatus::Build).await? else {
             return Ok(());
         };
+        self.step("provision and prepare").await;
         let outcome = self.build(&instance, databases, users, false).await;
         self.finish(id, outcome.map(|_| ())).await
     }
@@ -230,6 +301,7 @@ impl<P: Provisioner> Tasks<P> {
         // One snapshot seeds every replica of the request; the replicas build meanwhile.
         // Derived from the task, so a redelivered task asks for the same snapshot.
         let snapshot_id = Uuid::new_v5(&operation_id, source_id.as_bytes());
+        self.step("snapshot and provision").await;
         let source_guest = self.guest(source_id).await?;
         let snapshot = source_guest.create_snapshot(snapshot_id, self.seeding.method);
         let builds = futures::future::join_all(
@@ -264,7 +336,9 @@ impl<P: Provisioner> Tasks<P> {
                 self.finish(replica.id, outcome).await
             }
         });
+        self.step("attach").await;
         let recorded: Vec<Result<(), TaskError>> = futures::future::join_all(attaches).await;
+        self.step("delete snapshot").await;
         if let Err(error) = source_guest.delete_snapshot(snapshot_id).await {
             tracing::warn!(%snapshot_id, %error, "could not delete the snapshot");
         }
@@ -313,10 +387,15 @@ impl<P: Provisioner> Tasks<P> {
                 source.id
             )));
         };
+        let source_secret = self
+            .store
+            .instance_secret(source.id)
+            .await?
+            .ok_or_else(|| TaskError::State(format!("source {} has no secret", source.id)))?;
         let user = ReplicationUser {
             name: replication_user_name(replica_id),
             host: replica.host.clone(),
-            password: Secret::new(Alphanumeric.sample_string(&mut rand::rng(), 32)),
+            password: replication_password(&source_secret, replica_id),
         };
         self.store
             .record_replication_user(replica_id, source.id, &user.name, &user.host)
@@ -380,6 +459,7 @@ impl<P: Provisioner> Tasks<P> {
         let Some(replica) = self.load(id, InstanceStatus::Detach).await? else {
             return Ok(());
         };
+        self.step("detach").await;
         let outcome = async {
             self.guest(replica.id)
                 .await?
@@ -398,6 +478,7 @@ impl<P: Provisioner> Tasks<P> {
         let Some(instance) = self.load(id, InstanceStatus::Deleting).await? else {
             return Ok(());
         };
+        self.step("delete").await;
         if instance.replica_of.is_some() {
             self.drop_replication_user(instance.id).await;
         }
@@ -432,4 +513,19 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.len() <= 32 && a.starts_with("ftrepl_"), "{a}");
     }
+}
+
+/// The password of `replica_id`'s replication user: derived from the source's secret, the
+/// task and the replica, so a task resumed after a crash sends the same `Attach` (and the
+/// agent recognises it) while nobody without the source's secret can compute it.
+fn replication_password(source_secret: &Secret, replica_id: Uuid) -> Secret {
+    let task = TASK_OPERATION
+        .try_with(|id| *id)
+        .unwrap_or_else(|_| Uuid::now_v7());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(source_secret.expose().as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"ferrotrove replication password\0");
+    mac.update(task.as_bytes());
+    mac.update(replica_id.as_bytes());
+    Secret::new(hex::encode(&mac.finalize().into_bytes()[..16]))
 }

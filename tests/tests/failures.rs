@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Broker, Stack, eventually, sql};
+use common::{Broker, Stack, agent_log, eventually, hold, release, slow_backup_tool, sql};
 use std::time::Duration;
 
 #[test]
@@ -68,33 +68,11 @@ fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_kee
     );
 }
 
-/// A backup tool that does its work and then holds on while the file `hold` beside it
-/// exists: after `--backup` its stream stays open (the snapshot is still being taken),
-/// after `--prepare` the restore is still running. Time to kill an agent in the middle.
-fn slow_backup_tool(dir: &std::path::Path, phase: &str) -> String {
-    let path = dir.join(format!("slow-mariabackup-{phase}"));
-    let hold = dir.join("hold");
-    std::fs::write(&hold, "").unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nmariabackup \"$@\"\nrc=$?\ncase \" $* \" in *\" --{phase} \"*) while [ -e {hold} ]; do sleep 0.2; done;; esac\nexit $rc\n",
-            hold = hold.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    path.display().to_string()
-}
-
-fn log_of(stack: &Stack, id: &str) -> String {
-    std::fs::read_to_string(stack.instance_dir(id).join("agent.log")).unwrap_or_default()
-}
-
 #[test]
 fn the_source_agent_killed_during_a_physical_snapshot_leaves_no_snapshot_behind() {
     let tools = tempfile::tempdir().unwrap();
-    let tool = slow_backup_tool(tools.path(), "backup");
+    let tool = slow_backup_tool(tools.path());
+    hold(tools.path(), "backup");
     let stack = Stack::start_with(
         Broker::Vhost(ferrotrove_tests::RabbitVhost::create()),
         &[("FTROVE_AGENT__SERVER__BACKUP", &tool)],
@@ -104,14 +82,14 @@ fn the_source_agent_killed_during_a_physical_snapshot_leaves_no_snapshot_behind(
     let m1_port = u16::try_from(m1["port"].as_u64().unwrap()).unwrap();
     stack.ftrove_ok(&["create", "s1", "7", "--size", "2", "--replica-of", "m1"]);
     assert!(
-        eventually(Duration::from_secs(60), || log_of(&stack, &m1_id)
+        eventually(Duration::from_secs(60), || agent_log(&stack, &m1_id)
             .contains("taking a physical snapshot")),
         "the snapshot did not start:\n{}",
-        log_of(&stack, &m1_id)
+        agent_log(&stack, &m1_id)
     );
     std::thread::sleep(Duration::from_secs(1));
     stack.kill_agent(&m1_id);
-    std::fs::remove_file(tools.path().join("hold")).unwrap();
+    release(tools.path(), "backup");
 
     let s1 = stack.wait_for_status("s1", &["ERROR", "ACTIVE"], Duration::from_secs(60));
     assert_eq!(s1["status"], "ERROR", "{s1}");
@@ -160,7 +138,8 @@ fn the_source_agent_killed_during_a_physical_snapshot_leaves_no_snapshot_behind(
 #[test]
 fn a_replica_agent_killed_during_restore_fails_alone_and_its_sibling_finishes() {
     let tools = tempfile::tempdir().unwrap();
-    let tool = slow_backup_tool(tools.path(), "prepare");
+    let tool = slow_backup_tool(tools.path());
+    hold(tools.path(), "prepare");
     let stack = Stack::start_with(
         Broker::Vhost(ferrotrove_tests::RabbitVhost::create()),
         &[("FTROVE_AGENT__SERVER__BACKUP", &tool)],
@@ -190,14 +169,14 @@ fn a_replica_agent_killed_during_restore_fails_alone_and_its_sibling_finishes() 
         .unwrap()
         .to_owned();
     assert!(
-        eventually(Duration::from_secs(60), || log_of(&stack, &r1)
+        eventually(Duration::from_secs(60), || agent_log(&stack, &r1)
             .contains("restoring a physical snapshot")),
         "r-1 did not start restoring:\n{}",
         stack.logs()
     );
     std::thread::sleep(Duration::from_secs(2));
     stack.kill_agent(&r1);
-    std::fs::remove_file(tools.path().join("hold")).unwrap();
+    release(tools.path(), "prepare");
 
     let r2 = stack.wait_for_status("r-2", &["ERROR", "ACTIVE"], Duration::from_secs(90));
     assert_eq!(r2["status"], "ACTIVE", "{r2}\n{}", stack.logs());

@@ -1,3 +1,5 @@
+#![allow(dead_code)]
+
 //! A control database of its own for each test (the harness's [`ControlDb`], dropped when
 //! the test ends, even when it fails).
 

@@ -15,6 +15,7 @@ pub struct Stack {
     pub api_url: String,
     pub state: PathBuf,
     daemons: Vec<(String, Child)>,
+    taskmanager_env: Vec<(String, String)>,
     // Dropped after the processes are stopped (fields drop in declaration order).
     pub db: ControlDb,
     broker: Broker,
@@ -86,29 +87,22 @@ impl Stack {
                 ),
             ),
         ];
+        let taskmanager_env: Vec<(String, String)> = taskmanager_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let mut daemons = Vec::new();
         for (name, text) in configs {
-            let config = root.join(format!("{name}.toml"));
-            std::fs::write(&config, text).expect("write config");
-            let log = std::fs::File::create(root.join(format!("{name}.log"))).expect("log file");
-            let extra = if name == "taskmanager" {
-                taskmanager_env
+            std::fs::write(root.join(format!("{name}.toml")), text).expect("write config");
+            let env: &[(String, String)] = if name == "taskmanager" {
+                &taskmanager_env
             } else {
                 &[]
             };
-            let child = Command::new(binary(&format!("ftrove-{name}")))
-                .arg("--config")
-                .arg(&config)
-                .envs(extra.iter().copied())
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("start daemon");
-            daemons.push((name.to_owned(), child));
+            daemons.push((name.to_owned(), spawn_daemon(&root, name, env)));
         }
         let stack = Stack {
+            taskmanager_env,
             api_url: format!("http://127.0.0.1:{port}/v1.0/test-tenant"),
             state,
             daemons,
@@ -257,6 +251,28 @@ impl Stack {
         );
     }
 
+    /// Starts a second taskmanager on the same broker, control DB and state dir.
+    pub fn start_second_taskmanager(&mut self) {
+        let root = self._tmp.path().to_owned();
+        let child =
+            spawn_daemon_logging_to(&root, "taskmanager", "taskmanager-2", &self.taskmanager_env);
+        self.daemons.push(("taskmanager-2".to_owned(), child));
+    }
+
+    /// Kills the taskmanager with SIGKILL (mid-task, as a crash would) and starts it again
+    /// with the same config and environment.
+    pub fn crash_and_restart_taskmanager(&mut self) {
+        let (_, child) = self
+            .daemons
+            .iter_mut()
+            .find(|(name, _)| name == "taskmanager")
+            .expect("a taskmanager");
+        let _ = child.kill();
+        let _ = child.wait();
+        let root = self._tmp.path().to_owned();
+        *child = spawn_daemon(&root, "taskmanager", &self.taskmanager_env);
+    }
+
     /// Starts an instance's agent again after [`Stack::kill_agent`], as its service
     /// manager would, logging to the same file.
     pub fn restart_agent(&self, id: &str) {
@@ -347,6 +363,29 @@ impl Drop for Stack {
     }
 }
 
+/// Starts `ftrove-<name>` with `<root>/<name>.toml`, appending to `<root>/<name>.log`.
+fn spawn_daemon(root: &Path, name: &str, env: &[(String, String)]) -> Child {
+    spawn_daemon_logging_to(root, name, name, env)
+}
+
+fn spawn_daemon_logging_to(root: &Path, name: &str, log: &str, env: &[(String, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join(format!("{log}.log")))
+        .expect("log file");
+    Command::new(binary(&format!("ftrove-{name}")))
+        .arg("--config")
+        .arg(root.join(format!("{name}.toml")))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start daemon")
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -387,4 +426,34 @@ pub fn sql(port: u16, user: &str, password: &str, statement: &str) -> Result<Str
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
     }
+}
+
+/// A backup tool that does its work and then holds on while the file `hold-<phase>` beside
+/// it exists (see [`hold`]): after `--backup` its stream stays open (the snapshot is still
+/// being taken), after `--prepare` the restore is still running. Time to kill something in
+/// the middle. Give it to agents through `FTROVE_AGENT__SERVER__BACKUP`.
+pub fn slow_backup_tool(dir: &Path) -> String {
+    let path = dir.join("slow-mariabackup");
+    let script = format!(
+        "#!/bin/sh\nmariabackup \"$@\"\nrc=$?\nfor phase in backup prepare; do\n  case \" $* \" in *\" --$phase \"*) while [ -e {dir}/hold-$phase ]; do sleep 0.2; done;; esac\ndone\nexit $rc\n",
+        dir = dir.display()
+    );
+    std::fs::write(&path, script).expect("write the backup tool");
+    set_mode(&path, 0o755);
+    path.display().to_string()
+}
+
+/// Makes [`slow_backup_tool`] hold after `phase` (`backup` or `prepare`).
+pub fn hold(dir: &Path, phase: &str) {
+    std::fs::write(dir.join(format!("hold-{phase}")), "").expect("hold");
+}
+
+/// Lets [`slow_backup_tool`] go on after `phase`.
+pub fn release(dir: &Path, phase: &str) {
+    std::fs::remove_file(dir.join(format!("hold-{phase}"))).expect("release");
+}
+
+/// The agent log of an instance (empty until it exists).
+pub fn agent_log(stack: &Stack, id: &str) -> String {
+    std::fs::read_to_string(stack.instance_dir(id).join("agent.log")).unwrap_or_default()
 }

@@ -1,0 +1,167 @@
+//! Orchestrations as rows: one per task message (its id is the message id, the same on every
+//! delivery), with the step it reached, who runs it and until when.
+//!
+//! A taskmanager runs a task only while it holds the row's lease, which it renews while it
+//! works; a second taskmanager that gets the same message (the first lost its broker
+//! connection, or died) waits until the task is finished or the lease has lapsed, so two
+//! never run one task at once. A finished task is never run again. Times are the database
+//! server's, so the taskmanagers' clocks do not matter.
+
+use crate::rows::{take, take_uuid};
+use crate::{Store, StoreError};
+use mysql_async::prelude::Queryable;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What a taskmanager may do with a task message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskClaim {
+    /// Run it: this is the `attempt`-th run (2 and up: resuming after a crash).
+    Run { attempt: u32, step: String },
+    /// It finished before (a late delivery): acknowledge it and do nothing.
+    Finished,
+    /// Another taskmanager runs it and its lease has not lapsed.
+    HeldBy { owner: String },
+}
+
+/// One task's row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub instance_id: Uuid,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub step: String,
+    pub owner: Option<String>,
+    pub attempts: u32,
+}
+
+impl Store {
+    /// Records the task (once) and takes its lease for `owner` if nobody else holds it.
+    pub async fn claim_task(
+        &self,
+        id: Uuid,
+        kind: &str,
+        instance_id: Uuid,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<TaskClaim, StoreError> {
+        let mut conn = self.pool.get_conn().await?;
+        conn.exec_drop(
+            "INSERT IGNORE INTO tasks (id, kind, instance_id, state, step, attempts) \
+             VALUES (?, ?, ?, 'running', '', 0)",
+            (id.to_string(), kind, instance_id.to_string()),
+        )
+        .await?;
+        conn.exec_drop(
+            "UPDATE tasks SET owner = ?, lease_until = UTC_TIMESTAMP(3) + INTERVAL ? MICROSECOND, \
+             attempts = attempts + 1 \
+             WHERE id = ? AND state = 'running' \
+             AND (owner IS NULL OR owner = ? OR lease_until < UTC_TIMESTAMP(3))",
+            (owner, lease.as_micros() as u64, id.to_string(), owner),
+        )
+        .await?;
+        let claimed = conn.affected_rows() == 1;
+        let row: Option<(String, Option<String>, u32, String)> = conn
+            .exec_first(
+                "SELECT state, owner, attempts, step FROM tasks WHERE id = ?",
+                (id.to_string(),),
+            )
+            .await?;
+        let Some((state, holder, attempts, step)) = row else {
+            return Err(StoreError::Corrupt(format!(
+                "task {id} vanished while claimed"
+            )));
+        };
+        Ok(match (claimed, state.as_str()) {
+            (true, _) => TaskClaim::Run {
+                attempt: attempts,
+                step,
+            },
+            (false, "running") => TaskClaim::HeldBy {
+                owner: holder.unwrap_or_default(),
+            },
+            (false, _) => TaskClaim::Finished,
+        })
+    }
+
+    /// Extends `owner`'s lease; `false` when `owner` no longer holds the task.
+    pub async fn renew_task_lease(
+        &self,
+        id: Uuid,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get_conn().await?;
+        conn.exec_drop(
+            "UPDATE tasks SET lease_until = UTC_TIMESTAMP(3) + INTERVAL ? MICROSECOND \
+             WHERE id = ? AND owner = ? AND state = 'running'",
+            (lease.as_micros() as u64, id.to_string(), owner),
+        )
+        .await?;
+        Ok(conn.affected_rows() == 1)
+    }
+
+    /// Records that the task reached `step`, before the step starts.
+    pub async fn record_task_step(
+        &self,
+        id: Uuid,
+        owner: &str,
+        step: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get_conn().await?;
+        conn.exec_drop(
+            "UPDATE tasks SET step = ? WHERE id = ? AND owner = ?",
+            (step, id.to_string(), owner),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the task: `done`, or `failed` with what went wrong (its instances carry the
+    /// fault users see). The lease is released; `owner` stays, saying who finished it.
+    pub async fn finish_task(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get_conn().await?;
+        conn.exec_drop(
+            "UPDATE tasks SET state = ?, error = ?, lease_until = NULL \
+             WHERE id = ? AND owner = ?",
+            (
+                if error.is_some() { "failed" } else { "done" },
+                error,
+                id.to_string(),
+                owner,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// One task's row.
+    pub async fn get_task(&self, id: Uuid) -> Result<Option<TaskRow>, StoreError> {
+        let mut conn = self.pool.get_conn().await?;
+        let row: Option<mysql_async::Row> = conn
+            .exec_first(
+                "SELECT id, kind, instance_id, state, step, owner, attempts FROM tasks WHERE id = ?",
+                (id.to_string(),),
+            )
+            .await?;
+        row.map(|mut row| {
+            Ok(TaskRow {
+                id: take_uuid(&mut row, "id")?,
+                kind: take(&mut row, "kind")?,
+                instance_id: take_uuid(&mut row, "instance_id")?,
+                state: take(&mut row, "state")?,
+                step: take(&mut row, "step")?,
+                owner: take(&mut row, "owner")?,
+                attempts: take(&mut row, "attempts")?,
+            })
+        })
+        .transpose()
+    }
+}
