@@ -568,7 +568,7 @@ async fn latencies(
 fn conductor_config(args: &Args, run: &Run) -> String {
     format!(
         "[bus]\nurl = \"{}\"\nexchange = \"ferrotrove\"\nprefetch = {}\n\n\
-         [store]\nurl = \"{}\"\ndatabase = \"{}\"\npool_max = 4\n\n\
+         [store]\nurl = \"{}\"\ndatabase = \"{}\"\n\n\
          [heartbeats]\nbatch_max = {}\nbatch_window_ms = {}\nwriters = {}\nexpiry_secs = 30\ncheck_interval_secs = 5\n",
         run.bus_url(args),
         args.prefetch,
@@ -1159,7 +1159,7 @@ fn format_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -166,7 +166,7 @@ fn a_broker_restart_loses_no_command_and_runs_none_twice() {
     );
 
     // Heartbeats are stored again: m1 is ACTIVE (it would turn SHUTDOWN once its last
-    // heartbeat is older than the API's 10 s expiry).
+    // heartbeat is older than the conductor's 10 s expiry).
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(stack.ftrove_json(&["show", "m1"])["status"], "ACTIVE");
 

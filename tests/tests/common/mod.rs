@@ -70,7 +70,11 @@ impl Stack {
             db.name
         );
         let configs = [
-            ("conductor", common.clone()),
+            (
+                "conductor",
+                // Instances without heartbeats for 10 s are marked stale (SHUTDOWN).
+                format!("{common}\n[heartbeats]\nexpiry_secs = 10\ncheck_interval_secs = 1\n"),
+            ),
             (
                 "taskmanager",
                 format!(
