@@ -45,7 +45,6 @@ impl Liveness {
         stored: InstanceStatus,
         changed_at: OffsetDateTime,
         guest: Option<&GuestStatus>,
-        _expiry: Duration,
     ) -> Liveness {
         let fresh = guest.filter(|g| !g.stale);
         let server_up = fresh.is_some_and(|g| g.server_up || g.received_at < changed_at);
@@ -144,7 +143,6 @@ mod tests {
             InstanceStatus::Active,
             OffsetDateTime::UNIX_EPOCH,
             Some(&guest(1_000, true)),
-            EXPIRY,
         );
         assert_eq!(
             (live.shown_status(), live.operating_status),
@@ -154,7 +152,6 @@ mod tests {
             InstanceStatus::Active,
             OffsetDateTime::UNIX_EPOCH,
             Some(&guest(31_000, true)),
-            EXPIRY,
         );
         assert_eq!(
             (stale.shown_status(), stale.operating_status),
@@ -165,19 +162,13 @@ mod tests {
             InstanceStatus::Active,
             OffsetDateTime::UNIX_EPOCH,
             Some(&guest(1_000, false)),
-            EXPIRY,
         );
         assert_eq!(
             (down.shown_status(), down.operating_status),
             ("SHUTDOWN", "SHUTDOWN")
         );
         assert!(down.explain(EXPIRY).contains("down"));
-        let never = Liveness::of(
-            InstanceStatus::Active,
-            OffsetDateTime::UNIX_EPOCH,
-            None,
-            EXPIRY,
-        );
+        let never = Liveness::of(InstanceStatus::Active, OffsetDateTime::UNIX_EPOCH, None);
         assert_eq!(never.status, InstanceStatus::Shutdown);
     }
 
@@ -189,7 +180,6 @@ mod tests {
             InstanceStatus::Active,
             changed_at,
             Some(&guest(1_000, false)),
-            EXPIRY,
         );
         assert_eq!(
             (before.shown_status(), before.operating_status),
@@ -198,36 +188,25 @@ mod tests {
         // A down report after the change counts.
         let mut after = guest(1_000, false);
         after.received_at = changed_at + time::Duration::seconds(1);
-        let after = Liveness::of(InstanceStatus::Active, changed_at, Some(&after), EXPIRY);
+        let after = Liveness::of(InstanceStatus::Active, changed_at, Some(&after));
         assert_eq!(after.shown_status(), "SHUTDOWN");
         // Silence is never excused.
         let stale = Liveness::of(
             InstanceStatus::Active,
             changed_at,
             Some(&guest(31_000, false)),
-            EXPIRY,
         );
         assert_eq!(stale.shown_status(), "SHUTDOWN");
     }
 
     #[test]
     fn task_statuses_show_as_stored() {
-        let build = Liveness::of(
-            InstanceStatus::Build,
-            OffsetDateTime::UNIX_EPOCH,
-            None,
-            EXPIRY,
-        );
+        let build = Liveness::of(InstanceStatus::Build, OffsetDateTime::UNIX_EPOCH, None);
         assert_eq!(
             (build.shown_status(), build.operating_status),
             ("BUILD", "BUILD")
         );
-        let error = Liveness::of(
-            InstanceStatus::Error,
-            OffsetDateTime::UNIX_EPOCH,
-            None,
-            EXPIRY,
-        );
+        let error = Liveness::of(InstanceStatus::Error, OffsetDateTime::UNIX_EPOCH, None);
         assert_eq!(
             (error.shown_status(), error.operating_status),
             ("ERROR", "ERROR")
@@ -236,7 +215,6 @@ mod tests {
             InstanceStatus::Detach,
             OffsetDateTime::UNIX_EPOCH,
             Some(&guest(0, true)),
-            EXPIRY,
         );
         assert_eq!(
             (detach.shown_status(), detach.operating_status),
@@ -246,7 +224,6 @@ mod tests {
             InstanceStatus::Deleting,
             OffsetDateTime::UNIX_EPOCH,
             Some(&guest(0, true)),
-            EXPIRY,
         );
         assert_eq!(deleting.shown_status(), "SHUTDOWN");
     }
@@ -260,7 +237,6 @@ mod tests {
             InstanceStatus::Active,
             OffsetDateTime::UNIX_EPOCH,
             Some(&unmarked),
-            EXPIRY,
         );
         assert_eq!(
             (live.shown_status(), live.operating_status, live.stale),
@@ -273,7 +249,6 @@ mod tests {
             InstanceStatus::Active,
             OffsetDateTime::UNIX_EPOCH,
             Some(&marked),
-            EXPIRY,
         );
         assert_eq!(
             (stale.shown_status(), stale.operating_status, stale.stale),
@@ -285,7 +260,6 @@ mod tests {
             InstanceStatus::Active,
             OffsetDateTime::UNIX_EPOCH,
             Some(&marked),
-            EXPIRY,
         );
         assert_eq!(
             (resumed.shown_status(), resumed.operating_status),
@@ -301,12 +275,12 @@ mod tests {
             (InstanceStatus::Build, "BUILD"),
             (InstanceStatus::Error, "ERROR"),
         ] {
-            let live = Liveness::of(stored, OffsetDateTime::UNIX_EPOCH, Some(&marked), EXPIRY);
+            let live = Liveness::of(stored, OffsetDateTime::UNIX_EPOCH, Some(&marked));
             assert_eq!((live.shown_status(), live.operating_status), (word, word));
             // While reporting, their database's health shows, their status stays.
             let mut fresh = marked.clone();
             fresh.stale = false;
-            let live = Liveness::of(stored, OffsetDateTime::UNIX_EPOCH, Some(&fresh), EXPIRY);
+            let live = Liveness::of(stored, OffsetDateTime::UNIX_EPOCH, Some(&fresh));
             assert_eq!(
                 (live.shown_status(), live.operating_status),
                 (word, "HEALTHY")

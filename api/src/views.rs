@@ -271,12 +271,7 @@ impl InstanceRenderer<'_> {
         source_guest: Option<&GuestStatus>,
         replicas: &[Uuid],
     ) -> InstanceView {
-        let liveness = Liveness::of(
-            instance.status,
-            instance.updated,
-            guest,
-            self.heartbeat_expiry,
-        );
+        let liveness = Liveness::of(instance.status, instance.updated, guest);
         let version_number = self
             .datastores
             .iter()

@@ -233,7 +233,7 @@ async fn create_replicas(
         ReplicaInsert::Inserted(replicas) => replicas,
         // It changed since the check above.
         ReplicaInsert::SourceRefused(now) => {
-            let live = Liveness::of(now.status, now.updated, None, state.heartbeat_expiry);
+            let live = Liveness::of(now.status, now.updated, None);
             return Err(
                 source_refusal(&now, now.status.as_str(), live).unwrap_or_else(|| {
                     Fault::unprocessable("The replica source changed; try again.")

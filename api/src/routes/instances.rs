@@ -115,7 +115,6 @@ pub async fn liveness(state: &AppState, instance: &Instance) -> Result<Liveness,
         instance.status,
         instance.updated,
         guest.as_ref(),
-        state.heartbeat_expiry,
     ))
 }
 
