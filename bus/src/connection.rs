@@ -5,14 +5,16 @@ use crate::replies::Replies;
 use crate::{BusConfig, BusError, TlsConfig, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, Method, RemoteError, queues};
-use lapin::Confirmation;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    PublisherConfirm,
+};
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::path::Path;
@@ -255,8 +257,25 @@ impl Bus {
             .with_correlation_id(id.to_string().into())
             // The broker drops the request if nobody takes it before the caller gives up.
             .with_expiration(timeout_ms.max(1).to_string().into());
-        self.publish(&inner, queue, &envelope, properties).await?;
-        let reply = match tokio::time::timeout(timeout, &mut pending.rx).await {
+        let confirm = self.send(&inner, queue, &envelope, properties).await?;
+        // The reply alone settles the call: a request that was answered was routed, so its
+        // confirm can only say so too. Until the reply comes, a confirm that says the request
+        // was returned (no queue) or refused ends the call at once.
+        let answered = async {
+            let mut confirm = std::pin::pin!(confirm);
+            let mut confirmed = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    reply = &mut pending.rx => return reply.map_err(|_| BusError::Closed),
+                    confirmation = &mut confirm, if !confirmed => {
+                        confirmation_result(confirmation?, queue)?;
+                        confirmed = true;
+                    }
+                }
+            }
+        };
+        let reply = match tokio::time::timeout(timeout, answered).await {
             Err(_) => {
                 return Err(BusError::Timeout {
                     queue: queue.to_owned(),
@@ -264,8 +283,7 @@ impl Bus {
                     after: timeout,
                 });
             }
-            Ok(Err(_)) => return Err(BusError::Closed),
-            Ok(Ok(reply)) => reply,
+            Ok(reply) => reply?,
         };
         if let Some(key) = &self.key {
             let signed = Claimed::from_headers(reply.headers.as_ref())
@@ -365,6 +383,19 @@ impl Bus {
         envelope: &Envelope,
         properties: BasicProperties,
     ) -> Result<(), BusError> {
+        let confirm = self.send(inner, queue, envelope, properties).await?;
+        confirmation_result(confirm.await?, queue)
+    }
+
+    /// Publishes `envelope` to the exchange with routing key `queue`, `mandatory`, signed
+    /// when this handle has a key; returns the broker's confirm still to come.
+    async fn send(
+        &self,
+        inner: &Inner,
+        queue: &str,
+        envelope: &Envelope,
+        properties: BasicProperties,
+    ) -> Result<PublisherConfirm, BusError> {
         let body = envelope.to_bytes()?;
         let properties = match &self.key {
             Some(key) => properties.with_headers(key.sign(&body)),
@@ -377,7 +408,7 @@ impl Bus {
             .with_message_id(envelope.message_id.to_string().into())
             .with_content_type(CONTENT_TYPE.into())
             .with_type(envelope.method.as_str().into());
-        let confirm = inner
+        Ok(inner
             .channel
             .basic_publish(
                 self.exchange().into(),
@@ -389,17 +420,20 @@ impl Bus {
                 &body,
                 properties,
             )
-            .await?
-            .await?;
-        match confirm {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Ack(Some(_returned)) => Err(BusError::NotListening {
-                queue: queue.to_owned(),
-            }),
-            Confirmation::Nack(_) => Err(BusError::Nacked {
-                queue: queue.to_owned(),
-            }),
-        }
+            .await?)
+    }
+}
+
+/// What the broker's confirm of a `mandatory` publish to `queue` means.
+fn confirmation_result(confirmation: Confirmation, queue: &str) -> Result<(), BusError> {
+    match confirmation {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_returned)) => Err(BusError::NotListening {
+            queue: queue.to_owned(),
+        }),
+        Confirmation::Nack(_) => Err(BusError::Nacked {
+            queue: queue.to_owned(),
+        }),
     }
 }
 

@@ -7,7 +7,8 @@
 //!   errors;
 //! - [`Bus::cast`]: a persistent, publisher-confirmed one-way message;
 //! - [`Bus::serve`]: consume a queue and hand each decoded request to a [`Handler`],
-//!   replying when the sender asked for a reply and acking after the handler returns.
+//!   replying when the sender asked for a reply and acking after the handler returns (one
+//!   `multiple` ack for everything handled below the oldest message still in a handler).
 //!
 //! [`daemon`] holds what every bus-speaking daemon does at start (logging that never dumps
 //! message bodies, the stop signal).
@@ -15,6 +16,7 @@
 //! It must not know what any method means: it moves [`ferrotrove_proto::Envelope`]s.
 
 pub mod auth;
+mod acks;
 mod config;
 mod connection;
 pub mod daemon;

@@ -7,8 +7,9 @@ use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, ErrorKind, Method, PROTOCOL_VERSION, RemoteError};
 use futures::StreamExt;
 use lapin::message::Delivery;
+use crate::acks::{self, Event};
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
@@ -17,6 +18,7 @@ use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -135,16 +137,26 @@ impl Bus {
         let sender: Arc<str> = self.sender().into();
         let rejected = Arc::new(AtomicU64::new(0));
         let rejected_count = rejected.clone();
+        let acker = acks::start(channel.clone(), queue_name.clone());
         let task = tokio::spawn(async move {
             while let Some(delivery) = consumer.next().await {
                 match delivery {
                     Ok(delivery) => {
-                        let (handler, channel, queue, sender, rejected, verifier) = (
+                        if acker.send(Event::Delivered(delivery.delivery_tag)).is_err() {
+                            tracing::error!(queue = %queue_name, "the acker stopped; ending the consumer");
+                            break;
+                        }
+                        let settle = Settle {
+                            channel: reply_channel.clone(),
+                            acker: acker.clone(),
+                            tag: delivery.delivery_tag,
+                            rejected: rejected_count.clone(),
+                        };
+                        let (handler, channel, queue, sender, verifier) = (
                             handler.clone(),
                             reply_channel.clone(),
                             queue_name.clone(),
                             sender.clone(),
-                            rejected_count.clone(),
                             verifier.clone(),
                         );
                         tokio::spawn(async move {
@@ -158,7 +170,7 @@ impl Bus {
                                 replier,
                                 &queue,
                                 delivery,
-                                &rejected,
+                                settle,
                                 verifier.as_deref(),
                             )
                             .await
@@ -187,7 +199,7 @@ async fn handle_delivery<H: Handler>(
     replier: Replier<'_>,
     queue: &str,
     delivery: Delivery,
-    rejected: &AtomicU64,
+    settle: Settle,
     verifier: Option<&Verifier>,
 ) {
     let reply_to = delivery.properties.reply_to().clone();
@@ -197,7 +209,7 @@ async fn handle_delivery<H: Handler>(
             bytes = delivery.data.len(),
             "rejecting an oversized message"
         );
-        reject(&delivery, rejected).await;
+        settle.reject().await;
         return;
     }
     let key_id = match verifier {
@@ -206,7 +218,7 @@ async fn handle_delivery<H: Handler>(
             Ok(key_id) => key_id,
             Err(reason) => {
                 tracing::warn!(queue, reason, "rejecting an unauthenticated message");
-                reject(&delivery, rejected).await;
+                settle.reject().await;
                 return;
             }
         },
@@ -215,7 +227,7 @@ async fn handle_delivery<H: Handler>(
         Ok(envelope) => envelope,
         Err(error) => {
             tracing::warn!(queue, %error, "rejecting a message that is not an envelope");
-            reject(&delivery, rejected).await;
+            settle.reject().await;
             return;
         }
     };
@@ -239,7 +251,7 @@ async fn handle_delivery<H: Handler>(
             ))
         } else if envelope.expired(now_ms()) {
             tracing::warn!("dropping a message whose deadline has passed");
-            ack(&delivery).await;
+            settle.ack();
             return;
         } else {
             match decode::<H::Request>(&envelope.payload) {
@@ -283,9 +295,9 @@ async fn handle_delivery<H: Handler>(
                     ErrorKind::UnknownMethod | ErrorKind::UnsupportedVersion
                 ) =>
             {
-                reject(&delivery, rejected).await
+                settle.reject().await
             }
-            _ => ack(&delivery).await,
+            _ => settle.ack(),
         }
     }
     .instrument(span)
@@ -331,19 +343,33 @@ impl Replier<'_> {
     }
 }
 
-async fn ack(delivery: &Delivery) {
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        tracing::warn!(%error, "ack failed; the message will be redelivered");
-    }
+/// How one delivery is settled once handled: acked through the consumer's acker, or
+/// rejected to the dead letters.
+struct Settle {
+    channel: Channel,
+    acker: UnboundedSender<Event>,
+    tag: u64,
+    rejected: Arc<AtomicU64>,
 }
 
-async fn reject(delivery: &Delivery, rejected: &AtomicU64) {
-    rejected.fetch_add(1, Ordering::Relaxed);
-    if let Err(error) = delivery
-        .acker
-        .reject(BasicRejectOptions { requeue: false })
-        .await
-    {
-        tracing::warn!(%error, "reject failed");
+impl Settle {
+    fn ack(self) {
+        // A closed acker means a lost channel: the broker delivers the message again.
+        let _ = self.acker.send(Event::Handled(self.tag));
+    }
+
+    async fn reject(self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        match self
+            .channel
+            .basic_reject(self.tag, BasicRejectOptions { requeue: false })
+            .await
+        {
+            // Sent before the acker hears of it, so no `multiple` ack can cover it first.
+            Ok(()) => {
+                let _ = self.acker.send(Event::Settled(self.tag));
+            }
+            Err(error) => tracing::warn!(%error, "reject failed"),
+        }
     }
 }
