@@ -10,7 +10,7 @@ use lapin::options::{
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     PublisherConfirm,
@@ -43,6 +43,8 @@ pub struct Bus {
 
 struct Shared {
     config: BusConfig,
+    /// The broker user, sent as `user-id` on every publish (see [`BusConfig::user`]).
+    user: ShortString,
     sender: String,
     current: RwLock<Arc<Inner>>,
     /// One reconnection at a time.
@@ -131,6 +133,7 @@ impl Bus {
         Ok(Bus {
             shared: Arc::new(Shared {
                 config: config.clone(),
+                user: config.user().into(),
                 sender: sender.into(),
                 current: RwLock::new(Arc::new(inner)),
                 reconnecting: tokio::sync::Mutex::new(()),
@@ -404,7 +407,7 @@ impl Bus {
         let properties = properties
             // The broker refuses a user id other than the publisher's login, so consumers
             // can trust it (see `Verifier::Publishers`).
-            .with_user_id(self.shared.config.user().into())
+            .with_user_id(self.shared.user.clone())
             .with_message_id(envelope.message_id.to_string().into())
             .with_content_type(CONTENT_TYPE.into())
             .with_type(envelope.method.as_str().into());

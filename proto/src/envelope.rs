@@ -79,7 +79,11 @@ impl Envelope {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
-        encode(self)
+        // Sized once: the fixed fields (ids, times, names of fields) take under 200 bytes.
+        let mut bytes =
+            Vec::with_capacity(200 + self.payload.len() + self.sender.len() + self.method.len());
+        rmp_serde::encode::write_named(&mut bytes, self)?;
+        Ok(bytes)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Envelope, CodecError> {
