@@ -39,7 +39,7 @@ async fn tokens_map_to_tenants_until_revoked() {
     let all = store.list_tokens(None).await.unwrap();
     assert_eq!(all.len(), 2);
     let demo = store.list_tokens(Some("demo")).await.unwrap();
-    assert_eq!(demo, [row_a.clone()]);
+    assert_eq!(demo, std::slice::from_ref(&row_a));
 
     let revoked = store.revoke_token(row_a.id).await.unwrap();
     let when = revoked.revoked_at.expect("a revocation time");
