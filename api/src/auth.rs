@@ -1,8 +1,11 @@
 //! Who is asking: the token, and the project (tenant) in the URL.
 //!
 //! With `auth.mode = "tokens"` (the default), [`require_token`] admits a request under
-//! `/v1.0/{tenant}/` only with an `X-Auth-Token` the tokens file knows (401 otherwise),
-//! and [`Tenant`] lets it act only for the tenant that token maps to: a token of another
+//! `/v1.0/{tenant}/` only with an `X-Auth-Token` that the tokens file or the control DB's
+//! `api_tokens` table knows (401 otherwise; both are accepted, the file is looked at
+//! first). The control DB is asked on every request, without a cache, so a token revoked
+//! there (`ftrove-api tokens revoke`) is refused from the next request on. [`Tenant`]
+//! lets it act only for the tenant that token maps to: a token of another
 //! tenant gets 404, as if that tenant's resources did not exist, never 403. With
 //! `auth.mode = "none"` nothing is checked and every request acts for the tenant in its
 //! URL. Either way, every query is scoped to that tenant, so a tenant never sees or
@@ -38,23 +41,45 @@ pub const TOKEN_HEADER: &str = "x-auth-token";
 pub enum Auth {
     /// `auth.mode = "none"`.
     None,
-    /// `auth.mode = "tokens"`, with the tokens file's contents.
-    Tokens(Tokens),
+    /// `auth.mode = "tokens"`: the tokens file's contents, when there is a file; the
+    /// control DB's tokens are looked up too.
+    Tokens(Option<Tokens>),
 }
 
 impl Auth {
-    /// The configured mode; with tokens, reads and checks the tokens file.
+    /// The configured mode; with tokens, reads and checks the tokens file, if one is set.
     pub fn from_config(config: &AuthConfig) -> Result<Auth, ConfigError> {
         match (config.mode, &config.tokens_file) {
             (AuthMode::None, _) => Ok(Auth::None),
-            (AuthMode::Tokens, Some(path)) => Tokens::load(path).map(Auth::Tokens).map_err(|e| {
-                ConfigError::Invalid(format!("auth.tokens_file {}: {e}", path.display()))
-            }),
-            (AuthMode::Tokens, None) => Err(ConfigError::Invalid(
-                "auth.tokens_file is required with auth.mode = \"tokens\"".to_owned(),
-            )),
+            (AuthMode::Tokens, Some(path)) => Tokens::load(path)
+                .map(|tokens| Auth::Tokens(Some(tokens)))
+                .map_err(|e| {
+                    ConfigError::Invalid(format!("auth.tokens_file {}: {e}", path.display()))
+                }),
+            (AuthMode::Tokens, None) => Ok(Auth::Tokens(None)),
         }
     }
+}
+
+/// The tenant `token` acts for, if it is known: the tokens file's (in memory) first, then
+/// the control DB's unrevoked tokens. A control DB that cannot answer is a 503, never a
+/// 401: the token may well be valid.
+async fn tenant_of_token(state: &AppState, token: &[u8]) -> Result<Option<Arc<str>>, Fault> {
+    let Auth::Tokens(file) = &*state.auth else {
+        return Ok(None);
+    };
+    if let Some(tenant) = file.as_ref().and_then(|f| f.tenant_of(token)) {
+        return Ok(Some(tenant.clone()));
+    }
+    // No stored token has another length; spare the database the question.
+    if !TOKEN_LEN.contains(&token.len()) {
+        return Ok(None);
+    }
+    Ok(state
+        .store
+        .token_tenant(&digest(token))
+        .await?
+        .map(Arc::from))
 }
 
 /// Token → tenant, keyed by the token's SHA-256 digest.
@@ -69,7 +94,7 @@ impl fmt::Debug for Tokens {
 }
 
 /// The shortest and longest token accepted.
-const TOKEN_LEN: std::ops::RangeInclusive<usize> = 16..=256;
+pub const TOKEN_LEN: std::ops::RangeInclusive<usize> = 16..=256;
 
 impl Tokens {
     /// Reads a tokens file: JSON when its name ends in `.json`, TOML otherwise. Errors say
@@ -151,7 +176,8 @@ impl Tokens {
     }
 }
 
-fn digest(token: &[u8]) -> [u8; 32] {
+/// A token's SHA-256 digest: all that is kept of it, in memory and in the control DB.
+pub fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
@@ -176,7 +202,7 @@ fn warn_if_readable_by_others(path: &Path) {
 }
 
 /// The URL's tenant as the API accepts it.
-fn valid_tenant(tenant: &str) -> bool {
+pub fn valid_tenant(tenant: &str) -> bool {
     !tenant.is_empty() && tenant.chars().count() <= 64 && !tenant.chars().any(char::is_control)
 }
 
@@ -199,7 +225,7 @@ pub async fn require_token(
 ) -> Response {
     let caller = match &*state.auth {
         Auth::None => Caller::Anyone,
-        Auth::Tokens(tokens) => match request.headers().get(TOKEN_HEADER) {
+        Auth::Tokens(_) => match request.headers().get(TOKEN_HEADER) {
             None => {
                 tracing::info!("refused: no X-Auth-Token");
                 return Fault::unauthorized(
@@ -207,12 +233,13 @@ pub async fn require_token(
                 )
                 .into_response();
             }
-            Some(token) => match tokens.tenant_of(token.as_bytes()) {
-                Some(tenant) => Caller::Tenant(tenant.clone()),
-                None => {
-                    tracing::info!("refused: unknown X-Auth-Token");
+            Some(token) => match tenant_of_token(&state, token.as_bytes()).await {
+                Ok(Some(tenant)) => Caller::Tenant(tenant),
+                Ok(None) => {
+                    tracing::info!("refused: unknown or revoked X-Auth-Token");
                     return Fault::unauthorized("The X-Auth-Token is not valid.").into_response();
                 }
+                Err(fault) => return fault.into_response(),
             },
         },
     };
@@ -269,21 +296,25 @@ pub async fn legacy_handshake(
     headers: HeaderMap,
 ) -> Response {
     let (token, project) = match &*state.auth {
-        Auth::Tokens(tokens) => {
+        Auth::Tokens(_) => {
             let Some(key) = headers.get("x-auth-key") else {
                 return Fault::unauthorized(
                     "Give a token as the password (X-Auth-Key, the trove shell's --os-password).",
                 )
                 .into_response();
             };
-            let Some(tenant) = tokens.tenant_of(key.as_bytes()) else {
-                tracing::info!("legacy handshake refused: unknown token");
-                return Fault::unauthorized("The token given as the password is not valid.")
-                    .into_response();
+            let tenant = match tenant_of_token(&state, key.as_bytes()).await {
+                Ok(Some(tenant)) => tenant,
+                Ok(None) => {
+                    tracing::info!("legacy handshake refused: unknown or revoked token");
+                    return Fault::unauthorized("The token given as the password is not valid.")
+                        .into_response();
+                }
+                Err(fault) => return fault.into_response(),
             };
             let mut token = key.clone();
             token.set_sensitive(true);
-            (token, encode_segment(tenant))
+            (token, encode_segment(&tenant))
         }
         Auth::None => {
             let project = ["x-auth-project-id", "x-auth-user"]

@@ -20,10 +20,16 @@
 //!
 //! [auth]
 //! mode = "tokens"                     # "tokens": every request under /v1.0/{tenant}/ needs
-//!                                     # an X-Auth-Token mapped to that tenant; "none": no
-//!                                     # check at all (development only; warned at start)
-//! tokens_file = "/etc/ferrotrove/tokens.toml"   # no default: required with "tokens"
+//!                                     # an X-Auth-Token mapped to that tenant, by the
+//!                                     # tokens file or the control DB; "none": no check at
+//!                                     # all (development only; warned at start)
+//! tokens_file = "/etc/ferrotrove/tokens.toml"   # optional; no default
 //! ```
+//!
+//! With `mode = "tokens"`, a token is accepted when the tokens file maps it (looked at
+//! first) or when the control DB holds it unrevoked (`ftrove-api tokens add|list|revoke`
+//! manages those; they are looked up on every request, so a revocation counts at once).
+//! Without a tokens file, only the control DB's tokens are accepted.
 //!
 //! The tokens file maps each token to the tenant (project) id it acts for; a tenant may
 //! have many tokens. TOML (any extension but `.json`):
@@ -77,8 +83,9 @@ pub struct ApiConfig {
 pub struct AuthConfig {
     /// Default [`AuthMode::Tokens`].
     pub mode: AuthMode,
-    /// The token → tenant file; required with [`AuthMode::Tokens`], refused with
-    /// [`AuthMode::None`] (where it would not be used).
+    /// The token → tenant file, with [`AuthMode::Tokens`] (optional: the control DB's
+    /// tokens are accepted too); refused with [`AuthMode::None`] (where it would not be
+    /// used).
     pub tokens_file: Option<PathBuf>,
 }
 
@@ -87,7 +94,7 @@ pub struct AuthConfig {
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Every request under `/v1.0/{tenant}/` needs an `X-Auth-Token` that the tokens file
-    /// maps to that tenant.
+    /// or the control DB maps to that tenant.
     #[default]
     Tokens,
     /// No authentication: every request acts for the tenant in its URL. Only when the
@@ -147,10 +154,6 @@ impl ApiConfig {
             return invalid("region must be 1 to 255 characters");
         }
         match (self.auth.mode, &self.auth.tokens_file) {
-            (AuthMode::Tokens, None) => invalid(
-                "auth.tokens_file is required with auth.mode = \"tokens\" (the default); \
-                 to run without authentication, set auth.mode = \"none\" explicitly",
-            ),
             (AuthMode::None, Some(_)) => invalid(
                 "auth.tokens_file is set but auth.mode = \"none\" would not check tokens; \
                  remove one of them",
@@ -194,11 +197,11 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid_once_auth_is_chosen() {
+    fn defaults_are_valid_and_check_tokens() {
         let mut cfg = ApiConfig::default();
         assert_eq!(cfg.auth.mode, AuthMode::Tokens);
-        let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("auth.tokens_file"), "{err}");
+        // The control DB's tokens only.
+        cfg.validate().unwrap();
         cfg.auth.tokens_file = Some("/etc/ferrotrove/tokens.toml".into());
         cfg.validate().unwrap();
         let cfg = ApiConfig {
@@ -268,10 +271,8 @@ mod tests {
                 .to_string();
             assert!(err.contains("auth.mode"), "{bad}: {err}");
         }
-        let err = load_toml("[auth]\nmode = \"tokens\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("auth.tokens_file"), "{err}");
+        let cfg = load_toml("[auth]\nmode = \"tokens\"\n").unwrap();
+        assert_eq!(cfg.auth.tokens_file, None);
         let err = load_toml("[auth]\nmode = \"none\"\ntokens_file = \"/x\"\n")
             .unwrap_err()
             .to_string();

@@ -14,14 +14,18 @@
 //! - `views`: the JSON Trove clients read; `liveness`: the status users see;
 //! - `validate`: checks on user input; `extract`: extractors that fail with faults;
 //! - `fault`: Trove's error shape, and the one mapping of store and bus errors to HTTP;
-//! - `trace`: a span per request.
+//!   `busy`: the 422s for actions on busy instances;
+//! - `trace`: a span per request;
+//! - [`admin`]: `ftrove-api tokens add|list|revoke`, the control DB's API tokens.
 //!
 //! [`run`] serves on a listener the caller binds, until a shutdown future completes, so
 //! tests run the API in-process on port 0.
 
+pub mod admin;
 pub mod config;
 
 mod auth;
+mod busy;
 mod extract;
 mod fault;
 mod liveness;
@@ -91,11 +95,14 @@ pub async fn run(
         auth::Auth::None => tracing::warn!(
             "auth.mode = \"none\": tokens are NOT checked, and every request acts for the project in its URL; for development only"
         ),
-        auth::Auth::Tokens(tokens) => tracing::info!(
+        auth::Auth::Tokens(Some(tokens)) => tracing::info!(
             tokens = tokens.len(),
             tenants = tokens.tenants(),
-            "requests need an X-Auth-Token from auth.tokens_file"
+            "requests need an X-Auth-Token from auth.tokens_file or the control DB"
         ),
+        auth::Auth::Tokens(None) => {
+            tracing::info!("requests need an X-Auth-Token from the control DB")
+        }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -11,6 +11,7 @@ use ferrotrove_proto::status::InstanceStatus;
 use ferrotrove_proto::taskmanager::TaskRequest;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 use uuid::Uuid;
 
 #[tokio::test]
@@ -539,14 +540,7 @@ async fn bad_requests_get_trove_faults() {
     );
 
     // The legacy shell's handshake.
-    let handshake = api
-        .http
-        .get(format!("{}/auth", api.root))
-        .header("X-Auth-User", "u")
-        .header("X-Auth-Key", "p")
-        .send()
-        .await
-        .unwrap();
+    let handshake = api.handshake("u", "p").await;
     assert_eq!(handshake.status(), StatusCode::NO_CONTENT);
     assert!(handshake.headers().contains_key("x-auth-token"));
     let management = handshake.headers()["x-server-management-url"]
@@ -570,7 +564,12 @@ async fn replicas_detach_and_delete() {
         422,
         "unprocessableEntity",
     );
-    assert!(message.contains("BUILD"), "{message}");
+    assert!(
+        message.starts_with(&format!(
+            "Instance {source} is busy: being created (waiting for a taskmanager for "
+        )) && message.ends_with("try again when it is ACTIVE."),
+        "{message}"
+    );
     // ACTIVE in the control DB but no heartbeat: its server is not known to be up.
     api.store
         .set_status(source, InstanceStatus::Active, None)
@@ -715,17 +714,30 @@ async fn replicas_detach_and_delete() {
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(api.get("/instances/r1-new").await.0, StatusCode::OK);
 
-    // Delete: not a source with live replicas; not while building; ERROR is fine; twice is fine.
+    // Delete: not a source seeding replicas (422, naming them), nor a replica while a
+    // taskmanager seeds it; ERROR is fine; twice is fine.
     let message = assert_fault(
         &api.delete(&format!("/instances/{source}")).await,
-        403,
-        "forbidden",
+        422,
+        "unprocessableEntity",
     );
-    assert_eq!(message, "Detach replicas before deleting replica source.");
-    assert_fault(
+    assert!(
+        message.starts_with(&format!(
+            "Instance {source} is busy: seeding replicas r2-1, r2-2 (waiting for a taskmanager for "
+        )),
+        "{message}"
+    );
+    api.running_task("create_replicas", source, "attach").await;
+    let message = assert_fault(
         &api.delete(&format!("/instances/{r2_1}")).await,
         422,
         "unprocessableEntity",
+    );
+    assert!(
+        message.starts_with(&format!(
+            "Instance {r2_1} is busy: being seeded from src (step attach, started "
+        )) && message.ends_with(" s ago); try again when it is ACTIVE or ERROR."),
+        "{message}"
     );
     api.store
         .set_status(r2_1, InstanceStatus::Error, Some("seeding failed"))
@@ -754,6 +766,15 @@ async fn replicas_detach_and_delete() {
         "itemNotFound",
     );
 
+    // With replicas no longer in BUILD, the source gets Trove's refusal.
+    api.make_active(r2_2).await;
+    let message = assert_fault(
+        &api.delete(&format!("/instances/{source}")).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(message, "Detach replicas before deleting replica source.");
+
     // Once the replicas are gone (or detached), the source can go.
     for replica in [r1, r2_1, r2_2] {
         api.store.mark_deleted(replica).await.unwrap();
@@ -773,6 +794,134 @@ async fn replicas_detach_and_delete() {
             instance_id: source
         }
     );
+    api.stop().await;
+}
+
+/// Task rows are written as the taskmanager writes them ([`TestApi::running_task`]),
+/// in the same control DB: the API reads nothing else.
+#[tokio::test]
+async fn busy_instances_are_refused_with_what_they_are_busy_with() {
+    let mut api = TestApi::start().await;
+    let not_possible = |response: &(StatusCode, Value)| -> String {
+        assert_fault(response, 422, "unprocessableEntity")
+    };
+
+    // Being created, its task at its first step: not deleted.
+    let m = api.create_instance("m").await;
+    let create = api.running_task("create", m, "provision and prepare").await;
+    let message = not_possible(&api.delete(&format!("/instances/{m}")).await);
+    assert!(
+        message.starts_with(&format!(
+            "Instance {m} is busy: being created (step provision and prepare, started "
+        )) && message.ends_with(" s ago); try again when it is ACTIVE or ERROR."),
+        "{message}"
+    );
+    // Its taskmanager dies: once the lease lapses, the instance stuck in BUILD can be
+    // deleted (a taskmanager that takes the task up later finds it DELETING).
+    assert!(
+        api.store
+            .renew_task_lease(create, "tm-test", Duration::from_millis(1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, body) = api.delete(&format!("/instances/{m}")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        api.tasks.next().await,
+        TaskRequest::DeleteInstance { instance_id: m }
+    );
+
+    // A source being deleted cannot be replicated from.
+    let gone = api.create_instance("gone").await;
+    api.make_active(gone).await;
+    assert_eq!(
+        api.delete(&format!("/instances/{gone}")).await.0,
+        StatusCode::ACCEPTED
+    );
+    api.tasks.next().await;
+    let message = not_possible(
+        &api.post(
+            "/instances",
+            json!({"instance": {"name": "rg", "replica_of": "gone"}}),
+        )
+        .await,
+    );
+    assert!(
+        message.starts_with(&format!(
+            "Instance {gone} is busy: being deleted (waiting for a taskmanager for "
+        )) && message.ends_with("; it is going away."),
+        "{message}"
+    );
+
+    // A detach in progress: the replica is neither deleted nor detached again.
+    let src = api.create_instance("src").await;
+    api.make_active(src).await;
+    let (status, body) = api
+        .post(
+            "/instances",
+            json!({"instance": {"name": "r", "replica_of": "src"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r = instance_id(&body);
+    api.tasks.next().await;
+    api.make_active(r).await;
+    let detach = json!({"instance": {"replica_of": null}});
+    assert_eq!(
+        api.put(&format!("/instances/{r}"), detach.clone()).await.0,
+        StatusCode::ACCEPTED
+    );
+    api.tasks.next().await;
+    let detaching = api.running_task("detach", r, "detach").await;
+    for response in [
+        api.delete(&format!("/instances/{r}")).await,
+        api.put(&format!("/instances/{r}"), detach.clone()).await,
+    ] {
+        let message = not_possible(&response);
+        assert!(
+            message.starts_with(&format!(
+                "Instance {r} is busy: being detached from its source (step detach, started "
+            )) && message.ends_with("; try again when the detach has finished."),
+            "{message}"
+        );
+    }
+    // Its source still has it as a replica, not in BUILD: Trove's refusal.
+    assert_fault(
+        &api.delete(&format!("/instances/{src}")).await,
+        403,
+        "forbidden",
+    );
+
+    // The detach fails: an ERROR replica is not detached, but it is deleted.
+    api.store
+        .finish_task(detaching, "tm-test", Some("the agent stopped answering"))
+        .await
+        .unwrap();
+    api.store
+        .set_status(
+            r,
+            InstanceStatus::Error,
+            Some("detaching the replica: the agent stopped answering"),
+        )
+        .await
+        .unwrap();
+    let message = not_possible(&api.put(&format!("/instances/{r}"), detach.clone()).await);
+    assert_eq!(
+        message,
+        format!(
+            "Instance {r} cannot be detached now: its status is ERROR. It will not become ACTIVE by itself: delete it and create it again."
+        )
+    );
+    assert_eq!(
+        api.delete(&format!("/instances/{r}")).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        api.tasks.next().await,
+        TaskRequest::DeleteInstance { instance_id: r }
+    );
+    api.tasks.assert_empty().await;
     api.stop().await;
 }
 
@@ -913,21 +1062,9 @@ fn age_heartbeat(api: &TestApi, id: Uuid) {
          WHERE instance_id = '{id}'",
         api.store.database()
     );
-    let status = std::process::Command::new("mariadb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-P",
-            "3306",
-            "-u",
-            "ferrotrove",
-            "-pferrotrove",
-            "-e",
-            &sql,
-        ])
-        .status()
-        .expect("run the mariadb client");
-    assert!(status.success(), "{sql}");
+    if let Err(e) = ferrotrove_tests::control_sql(None, &sql) {
+        panic!("{sql}: {e}");
+    }
 }
 
 async fn shown_progress(api: &TestApi, id: Uuid) -> Option<Value> {

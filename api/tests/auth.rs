@@ -1,6 +1,6 @@
-//! `auth.mode = "tokens"`: a tokens file maps tokens to tenants; without a known token a
-//! request gets 401, a token of another tenant gets 404 for that tenant's resources (never
-//! 403), and the right one gets through. The legacy shell's handshake takes a token as its
+//! `auth.mode = "tokens"`: a tokens file and the control DB map tokens to tenants; without
+//! a known token a request gets 401, a token of another tenant gets 404 for that tenant's
+//! resources (never 403), and the right one gets through. The legacy shell's handshake takes a token as its
 //! password. Also: the API refuses to start on a bad `[auth]`.
 
 mod common;
@@ -232,6 +232,62 @@ async fn tokens_admit_their_own_tenant_only() {
 }
 
 #[tokio::test]
+async fn control_db_tokens_work_beside_the_file_until_revoked() {
+    let tokens = TokensFile::new("toml", &format!("\"{DEMO_TOKEN}\" = \"{TENANT}\"\n"));
+    let api = TestApi::start_with(tokens.auth(), DEMO_TOKEN).await;
+    let (token, row) = ferrotrove_api::admin::add_token(&api.store, OTHER, "test")
+        .await
+        .unwrap();
+    assert_eq!(row.tenant_id, OTHER);
+    let get = reqwest::Method::GET;
+
+    // The file's token and the control DB's, each for its own tenant only.
+    assert_eq!(
+        call(&api, get.clone(), TENANT, "/flavors", Some(DEMO_TOKEN))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&api, get.clone(), OTHER, "/instances", Some(&token))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_fault(
+        &call(&api, get.clone(), TENANT, "/instances", Some(&token)).await,
+        404,
+        "itemNotFound",
+    );
+    // The legacy handshake takes it as a password.
+    let handshake = api.handshake("u", &token).await;
+    assert_eq!(handshake.status(), StatusCode::NO_CONTENT);
+    let management = handshake.headers()["x-server-management-url"]
+        .to_str()
+        .unwrap();
+    assert!(
+        management.ends_with(&format!("/v1.0/{OTHER}")),
+        "{management}"
+    );
+
+    // Revoked: refused from the next request on, by the API and the handshake alike.
+    ferrotrove_api::admin::revoke_token(&api.store, row.id)
+        .await
+        .unwrap();
+    let message = assert_fault(
+        &call(&api, get.clone(), OTHER, "/instances", Some(&token)).await,
+        401,
+        "unauthorized",
+    );
+    assert_eq!(message, "The X-Auth-Token is not valid.");
+    assert_eq!(
+        api.handshake("u", &token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn a_json_tokens_file_works_too() {
     let tokens = TokensFile::new("json", &format!("{{\"{DEMO_TOKEN}\": \"{TENANT}\"}}"));
     let api = TestApi::start_with(tokens.auth(), DEMO_TOKEN).await;
@@ -258,11 +314,11 @@ async fn a_bad_auth_config_stops_the_api_before_it_serves() {
             .unwrap_err()
             .to_string()
     };
-    // Tokens without a file; a file that is missing; one whose token is too short (the
-    // error names the file, not the token).
+    // A tokens file that would go unused; a file that is missing; one whose token is too
+    // short (the error names the file, not the token).
     let err = run(AuthConfig {
-        mode: AuthMode::Tokens,
-        tokens_file: None,
+        mode: AuthMode::None,
+        tokens_file: Some("/etc/ferrotrove/tokens.toml".into()),
     })
     .await;
     assert!(err.contains("auth.tokens_file"), "{err}");

@@ -10,6 +10,7 @@
 //! locks the instance row (`SELECT ... FOR UPDATE`), checks, writes and commits in one
 //! transaction, and reports the row as found when it refuses.
 
+use crate::activity::{Activity, BusyWith, read_activity};
 use crate::rows::{parse_uuid, take, take_opt_time, take_opt_uuid, take_time, take_uuid};
 use crate::{ID_TABLE, Store, StoreError, id_list, is_duplicate_key};
 use ferrotrove_proto::status::InstanceStatus;
@@ -71,8 +72,9 @@ pub struct NewInstance {
 pub enum Transition {
     /// Done; the row after the change.
     Done(Instance),
-    /// The status was not one of those allowed; the row as found.
-    Refused(Instance),
+    /// The status was not one of those allowed; the row as found, and what it is busy
+    /// with (`None`: it is not busy, only in another status, such as ERROR).
+    Refused(Instance, Option<Activity>),
 }
 
 /// The outcome of [`Store::start_delete`].
@@ -84,8 +86,9 @@ pub enum DeleteStart {
     AlreadyDeleting(Instance),
     /// It is the source of these live replicas; nothing changed.
     HasReplicas(Instance, Vec<Uuid>),
-    /// Its status does not allow deleting; the row as found.
-    Refused(Instance),
+    /// A taskmanager is working on it, or replicas are being seeded from it; the row as
+    /// found, and what it is busy with. Nothing changed.
+    Busy(Instance, Activity),
 }
 
 /// The outcome of [`Store::insert_replicas`].
@@ -96,8 +99,8 @@ pub enum ReplicaInsert {
     /// The new rows, in the order given.
     Inserted(Vec<Instance>),
     /// The source is itself a replica, or its status is not one of those allowed; the
-    /// source as found. Nothing was inserted.
-    SourceRefused(Instance),
+    /// source as found, and what it is busy with, if anything. Nothing was inserted.
+    SourceRefused(Instance, Option<Activity>),
 }
 
 const COLUMNS: &str = "id, tenant_id, name, flavor_id, volume_size, datastore, datastore_version, status, \
@@ -247,7 +250,10 @@ impl Store {
                 .await?
                 .ok_or_else(|| not_found(source_id))?;
             if source.is_replica() || !source_statuses.contains(&source.status) {
-                return Ok(Outcome::Rollback(ReplicaInsert::SourceRefused(source)));
+                let activity = read_activity(&mut tx, &source, false).await?;
+                return Ok(Outcome::Rollback(ReplicaInsert::SourceRefused(
+                    source, activity,
+                )));
             }
             Ok(Outcome::Commit(ReplicaInsert::Inserted(
                 insert_rows(&mut tx, rows).await?,
@@ -455,7 +461,8 @@ impl Store {
         let result = async {
             let found = lock_live(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
             if !from.contains(&found.status) {
-                return Ok(Outcome::Rollback(Transition::Refused(found)));
+                let activity = read_activity(&mut tx, &found, false).await?;
+                return Ok(Outcome::Rollback(Transition::Refused(found, activity)));
             }
             Ok(Outcome::Commit(Transition::Done(
                 set_status_locked(&mut tx, id, to).await?,
@@ -465,19 +472,29 @@ impl Store {
         finish(tx, result).await
     }
 
-    /// Starts deleting: sets `DELETING` if the instance's status is one of `from` and it
-    /// is not the source of live replicas, under a lock on its row (replica creation takes
-    /// the same lock). Unknown or deleted: [`StoreError::NotFound`].
-    pub async fn start_delete(
-        &self,
-        id: Uuid,
-        from: &[InstanceStatus],
-    ) -> Result<DeleteStart, StoreError> {
+    /// Starts deleting: sets `DELETING` unless the instance is busy or the source of live
+    /// replicas, deciding under locks on its row, its replicas' rows and the task rows
+    /// about it (replica creation takes the same row lock; a taskmanager claiming a task
+    /// about it waits, see `activity.rs`). Unknown or deleted: [`StoreError::NotFound`].
+    ///
+    /// Busy, in this order: replicas are being seeded from it (any in BUILD); or a
+    /// taskmanager holds a task working on it (creating, seeding it, detaching it). Any
+    /// other instance may be deleted, whatever its status: ACTIVE, ERROR, and also BUILD
+    /// or DETACH when no taskmanager holds its task (still queued, or left by a
+    /// taskmanager that died), which the task, when it runs, finds DELETING and leaves be.
+    pub async fn start_delete(&self, id: Uuid) -> Result<DeleteStart, StoreError> {
         let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
         let result = async {
             let found = lock_live(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
             if found.status == InstanceStatus::Deleting {
                 return Ok(Outcome::Rollback(DeleteStart::AlreadyDeleting(found)));
+            }
+            let activity = read_activity(&mut tx, &found, true).await?;
+            if let Some(seeding) = activity
+                .as_ref()
+                .filter(|a| matches!(a.busy_with, BusyWith::SeedingReplicas { .. }))
+            {
+                return Ok(Outcome::Rollback(DeleteStart::Busy(found, seeding.clone())));
             }
             let replicas: Vec<String> = tx
                 .exec(
@@ -493,8 +510,8 @@ impl Store {
                     .collect::<Result<Vec<_>, _>>()?;
                 return Ok(Outcome::Rollback(DeleteStart::HasReplicas(found, replicas)));
             }
-            if !from.contains(&found.status) {
-                return Ok(Outcome::Rollback(DeleteStart::Refused(found)));
+            if let Some(busy) = activity.filter(Activity::in_progress) {
+                return Ok(Outcome::Rollback(DeleteStart::Busy(found, busy)));
             }
             Ok(Outcome::Commit(DeleteStart::Started(
                 set_status_locked(&mut tx, id, InstanceStatus::Deleting).await?,

@@ -11,14 +11,18 @@
 //! - `migrations`: the schema as an ordered list of migrations, applied at connect;
 //! - `flavors`, `datastores`: the read-only catalogue the API offers;
 //! - `instances`: instance rows, their statuses and the API's guarded transitions;
+//! - `activity`: what an instance is busy with (its status, replicas in BUILD, running
+//!   task rows), for the API's refusals;
 //! - `guest_status`: the newest heartbeat per instance, ordered by the agent's (boot, seq),
 //!   written in batches, and whether it is stale (stored liveness);
 //! - `replication_users`: which user each replica replicates with (names, never passwords);
+//! - `tokens`: API tokens mapped to tenants (SHA-256 digests, never tokens);
 //! - [`error`] holds [`StoreError`].
 //!
 //! Every timestamp is written as `UTC_TIMESTAMP(3)` by the database server, so the control
 //! plane's hosts need not agree on the time, and is read back as a UTC `OffsetDateTime`.
 
+mod activity;
 pub mod config;
 mod datastores;
 pub mod error;
@@ -29,7 +33,9 @@ mod migrations;
 mod replication_users;
 mod rows;
 mod tasks;
+mod tokens;
 
+pub use activity::{Activity, BusyWith, RunningTask};
 pub use config::{StoreConfig, validate_database_name};
 pub use datastores::{Datastore, DatastoreVersion};
 pub use error::StoreError;
@@ -39,6 +45,7 @@ pub use instances::{DeleteStart, Instance, NewInstance, ReplicaInsert, Transitio
 pub use migrations::{MARIADB_10_11_VERSION_ID, MARIADB_DATASTORE_ID};
 pub use replication_users::ReplicationUserRow;
 pub use tasks::{TaskClaim, TaskRow};
+pub use tokens::TokenRow;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};

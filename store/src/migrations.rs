@@ -199,6 +199,23 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         ],
     },
+    Migration {
+        version: 7,
+        statements: &[
+            // API tokens an operator added (`ftrove-api tokens add`): the SHA-256 digest of
+            // each (hex), never the token; a revoked one keeps its row, with the time.
+            "CREATE TABLE IF NOT EXISTS api_tokens (
+                id CHAR(36) NOT NULL PRIMARY KEY,
+                digest CHAR(64) CHARACTER SET ascii NOT NULL,
+                tenant_id VARCHAR(64) NOT NULL,
+                description VARCHAR(255) NOT NULL DEFAULT '',
+                created DATETIME(3) NOT NULL,
+                revoked_at DATETIME(3) NULL,
+                UNIQUE KEY api_tokens_digest (digest),
+                KEY api_tokens_tenant (tenant_id)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        ],
+    },
 ];
 
 /// The server-wide lock name for migrating `database` (lock names are at most 64

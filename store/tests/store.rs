@@ -8,7 +8,9 @@ use common::TestDb;
 use ferrotrove_proto::agent::{Progress, ReplicationStatus, ServerStatus};
 use ferrotrove_proto::conductor::{Heartbeat, HostStats};
 use ferrotrove_proto::status::{InstanceStatus, Role};
-use ferrotrove_store::{DeleteStart, NewInstance, ReplicaInsert, Store, StoreError, Transition};
+use ferrotrove_store::{
+    BusyWith, DeleteStart, NewInstance, ReplicaInsert, Store, StoreError, Transition,
+};
 use std::collections::HashSet;
 use std::time::Duration;
 use uuid::{NoContext, Timestamp, Uuid};
@@ -348,7 +350,7 @@ async fn statuses_endpoints_and_replicas() {
         .unwrap();
     assert!(matches!(
         store.insert_replicas(r1.id, &[InstanceStatus::Active], std::slice::from_ref(&rr)).await.unwrap(),
-        ReplicaInsert::SourceRefused(s) if s.id == r1.id
+        ReplicaInsert::SourceRefused(s, None) if s.id == r1.id
     ));
     assert!(store.get_instance(rr.id).await.unwrap().is_none());
     assert!(
@@ -362,7 +364,8 @@ async fn statuses_endpoints_and_replicas() {
     // Guarded status changes.
     assert!(matches!(
         store.change_status(r2.id, &[InstanceStatus::Active], InstanceStatus::Detach).await.unwrap(),
-        Transition::Refused(i) if i.status == InstanceStatus::Build
+        Transition::Refused(i, Some(a)) if i.status == InstanceStatus::Build
+            && a.busy_with == BusyWith::SeededFrom { source_id: src.id, source_name: "src".into() }
     ));
     assert!(matches!(
         store.change_status(r1.id, &[InstanceStatus::Active], InstanceStatus::Detach).await.unwrap(),
@@ -371,35 +374,121 @@ async fn statuses_endpoints_and_replicas() {
     store.set_replica_of(r1.id, None).await.unwrap();
     assert_eq!(store.replicas_of(src.id).await.unwrap(), [r2.id]);
 
-    // A source with live replicas cannot start deleting; a replica can, once.
-    let deletable = [InstanceStatus::Active, InstanceStatus::Error];
-    assert!(matches!(
-        store.start_delete(src.id, &deletable).await.unwrap(),
-        DeleteStart::HasReplicas(_, ids) if ids == [r2.id]
-    ));
-    assert!(matches!(
-        store.start_delete(r2.id, &deletable).await.unwrap(),
-        DeleteStart::Refused(_)
-    ));
+    // The source of a replica in BUILD is busy seeding it, whether a taskmanager has taken
+    // the task up yet or not.
+    let DeleteStart::Busy(_, seeding) = store.start_delete(src.id).await.unwrap() else {
+        panic!("a source seeding a replica started deleting")
+    };
+    assert_eq!(
+        seeding.busy_with,
+        BusyWith::SeedingReplicas {
+            replicas: vec!["r-2".into()]
+        }
+    );
+    assert_eq!((&seeding.task, seeding.in_progress()), (&None, false));
+
+    // A taskmanager takes the seeding up: the replica is busy too, at the task's step.
+    let task = Uuid::now_v7();
+    let lease = Duration::from_secs(60);
     store
-        .set_status(r2.id, InstanceStatus::Error, Some("seed failed"))
+        .claim_task(task, "create_replicas", src.id, "tm-1", lease)
+        .await
+        .unwrap();
+    store
+        .record_task_step(task, "tm-1", "attach")
+        .await
+        .unwrap();
+    let DeleteStart::Busy(found, busy) = store.start_delete(r2.id).await.unwrap() else {
+        panic!("a replica being seeded started deleting")
+    };
+    assert_eq!(found.status, InstanceStatus::Build);
+    assert!(busy.in_progress());
+    let running = busy.task.clone().unwrap();
+    assert_eq!(
+        (running.id, running.kind.as_str(), running.step.as_str()),
+        (task, "create_replicas", "attach")
+    );
+    assert_eq!(store.activity(&found).await.unwrap(), Some(busy));
+    let Some(seeding) = store.activity(&src_now(store, src.id).await).await.unwrap() else {
+        panic!("the source is not seeding")
+    };
+    assert_eq!(seeding.task.map(|t| t.id), Some(task));
+
+    // Once the replica is ACTIVE, the source has a live replica: Trove's refusal.
+    store
+        .set_status(r2.id, InstanceStatus::Active, None)
         .await
         .unwrap();
     assert!(matches!(
-        store.start_delete(r2.id, &deletable).await.unwrap(),
+        store.start_delete(src.id).await.unwrap(),
+        DeleteStart::HasReplicas(_, ids) if ids == [r2.id]
+    ));
+    assert_eq!(
+        store.activity(&src_now(store, src.id).await).await.unwrap(),
+        None
+    );
+
+    // The taskmanager dies while the replica is in BUILD: once its lease lapses nobody
+    // works on the replica, and it may be deleted (once).
+    store
+        .set_status(r2.id, InstanceStatus::Build, None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .renew_task_lease(task, "tm-1", Duration::from_millis(1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(matches!(
+        store.start_delete(r2.id).await.unwrap(),
         DeleteStart::Started(i) if i.status == InstanceStatus::Deleting && i.fault.is_none()
     ));
     assert!(matches!(
-        store.start_delete(r2.id, &deletable).await.unwrap(),
+        store.start_delete(r2.id).await.unwrap(),
         DeleteStart::AlreadyDeleting(_)
     ));
     store.mark_deleted(r2.id).await.unwrap();
     assert!(matches!(
-        store.start_delete(src.id, &deletable).await.unwrap(),
+        store.start_delete(src.id).await.unwrap(),
         DeleteStart::Started(_)
     ));
-    let err = store.start_delete(r2.id, &deletable).await.unwrap_err();
+    let err = store.start_delete(r2.id).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
+
+    // An instance being created is busy while its task is held; ERROR is deletable.
+    let built = store
+        .insert_instance(&new_instance("t", "b"))
+        .await
+        .unwrap();
+    let create = Uuid::now_v7();
+    store
+        .claim_task(create, "create", built.id, "tm-1", lease)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.start_delete(built.id).await.unwrap(),
+        DeleteStart::Busy(_, a) if a.busy_with == BusyWith::Creating
+            && a.task.as_ref().is_some_and(|t| t.id == create && t.step.is_empty())
+    ));
+    store
+        .set_status(built.id, InstanceStatus::Error, Some("prepare failed"))
+        .await
+        .unwrap();
+    store
+        .finish_task(create, "tm-1", Some("prepare failed"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.start_delete(built.id).await.unwrap(),
+        DeleteStart::Started(_)
+    ));
+}
+
+/// The live row of `id`.
+async fn src_now(store: &Store, id: Uuid) -> ferrotrove_store::Instance {
+    store.get_instance(id).await.unwrap().unwrap()
 }
 
 /// A boot id from `unix_secs`; each call draws new random bits.

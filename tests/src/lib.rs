@@ -110,20 +110,30 @@ impl Default for ControlDb {
 impl Drop for ControlDb {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS `{}`", self.name);
-        if let Err(e) = run(Command::new("mariadb").args([
-            "-h",
-            "127.0.0.1",
-            "-P",
-            "3306",
-            "-u",
-            "ferrotrove",
-            "-pferrotrove",
-            "-e",
-            &sql,
-        ])) {
+        if let Err(e) = control_sql(None, &sql) {
             eprintln!("cleanup: {e}");
         }
     }
+}
+
+/// Runs one SQL statement as the development user on the MariaDB at 127.0.0.1:3306, in
+/// `database` when given; returns its output (tab-separated, no headers) or the error.
+pub fn control_sql(database: Option<&str>, statement: &str) -> Result<String, String> {
+    let mut cmd = Command::new("mariadb");
+    cmd.args([
+        "--no-defaults",
+        "-h",
+        "127.0.0.1",
+        "-P",
+        "3306",
+        "-u",
+        "ferrotrove",
+        "-pferrotrove",
+        "-N",
+        "-B",
+    ]);
+    cmd.args(database).args(["-e", statement]);
+    run(&mut cmd).map(|out| out.trim().to_owned())
 }
 
 /// The path of a workspace binary built next to the test executable (`target/<profile>/`).

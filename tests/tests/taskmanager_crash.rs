@@ -9,26 +9,8 @@ use std::time::Duration;
 
 /// One statement against the stack's control DB.
 fn control_sql(stack: &Stack, statement: &str) -> String {
-    let out = std::process::Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-P",
-            "3306",
-            "-u",
-            "ferrotrove",
-        ])
-        .arg("-pferrotrove")
-        .args(["-N", "-B", &stack.db.name, "-e", statement])
-        .output()
-        .expect("run mariadb");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    ferrotrove_tests::control_sql(Some(&stack.db.name), statement)
+        .unwrap_or_else(|e| panic!("{statement}: {e}"))
 }
 
 fn running_replica_task_step(stack: &Stack) -> String {

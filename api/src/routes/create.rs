@@ -12,10 +12,10 @@
 //! that command unusable.
 
 use crate::auth::Tenant;
+use crate::busy::{self, Action};
 use crate::extract::{BaseUrl, Body};
 use crate::fault::Fault;
-use crate::liveness::Liveness;
-use crate::routes::instances::{liveness, load_instance, render};
+use crate::routes::instances::{ensure_active, load_instance, render};
 use crate::state::AppState;
 use crate::validate;
 use crate::views::Linker;
@@ -199,10 +199,10 @@ async fn create_replicas(
         }
         other => other?,
     };
-    let live = liveness(state, &source).await?;
-    if let Some(refusal) = source_refusal(&source, &live.explain(state.heartbeat_expiry), live) {
-        return Err(refusal);
+    if let Some(its_source) = source.replica_of {
+        return Err(replica_of_replica(&source, its_source));
     }
+    ensure_active(state, &source, Action::Replicate).await?;
     let names: Vec<String> = if count == 1 {
         vec![name.to_owned()]
     } else {
@@ -232,13 +232,16 @@ async fn create_replicas(
     {
         ReplicaInsert::Inserted(replicas) => replicas,
         // It changed since the check above.
-        ReplicaInsert::SourceRefused(now) => {
-            let live = Liveness::of(now.status, now.updated, None);
-            return Err(
-                source_refusal(&now, now.status.as_str(), live).unwrap_or_else(|| {
-                    Fault::unprocessable("The replica source changed; try again.")
-                }),
-            );
+        ReplicaInsert::SourceRefused(now, activity) => {
+            return Err(match now.replica_of {
+                Some(its_source) => replica_of_replica(&now, its_source),
+                None => busy::refusal(
+                    &now,
+                    activity.as_ref(),
+                    now.status.as_str(),
+                    Action::Replicate,
+                ),
+            });
         }
     };
     let replica_ids: Vec<Uuid> = replicas.iter().map(|r| r.id).collect();
@@ -257,22 +260,12 @@ async fn create_replicas(
         .ok_or_else(|| Fault::internal("no replica was created"))
 }
 
-/// Why `source` cannot be replicated from now, if it cannot: it is a replica itself (400),
-/// or it is not ACTIVE with a live server (422; `status` says what it is instead).
-fn source_refusal(source: &Instance, status: &str, live: Liveness) -> Option<Fault> {
-    if let Some(its_source) = source.replica_of {
-        return Some(Fault::bad_request(format!(
-            "Cannot create a replica of a replica: {} replicates from {its_source}. Create it from that source instead.",
-            source.id
-        )));
-    }
-    if live.status != InstanceStatus::Active {
-        return Some(Fault::unprocessable(format!(
-            "Replica source {} cannot be replicated from now: its status is {status}. Wait until it is ACTIVE.",
-            source.id
-        )));
-    }
-    None
+/// The refusal of a replica of `source`, which replicates from `its_source` (400).
+fn replica_of_replica(source: &Instance, its_source: Uuid) -> Fault {
+    Fault::bad_request(format!(
+        "Cannot create a replica of a replica: {} replicates from {its_source}. Create it from that source instead.",
+        source.id
+    ))
 }
 
 /// Casts `task`. If the broker does not take it, the instances it was for are marked

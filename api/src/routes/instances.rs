@@ -8,6 +8,7 @@
 //! a task that was never sent.
 
 use crate::auth::Tenant;
+use crate::busy::{self, Action};
 use crate::extract::{BaseUrl, Body, Params, QueryMap};
 use crate::fault::Fault;
 use crate::liveness::Liveness;
@@ -26,14 +27,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// Statuses an instance may be deleted from. Others are tasks in progress, which would
-/// race the delete; ERROR and SHUTDOWN are exactly the instances users need rid of.
-const DELETABLE: &[InstanceStatus] = &[
-    InstanceStatus::Active,
-    InstanceStatus::Error,
-    InstanceStatus::Shutdown,
-];
 
 #[derive(Deserialize)]
 pub struct InstancePath {
@@ -237,7 +230,7 @@ pub async fn update(
                 instance.id
             )));
         }
-        ensure_ready_to_detach(&state, &instance).await?;
+        ensure_active(&state, &instance, Action::Detach).await?;
     }
     // Detach first: when it is refused, the request changes nothing.
     if detach {
@@ -251,7 +244,14 @@ pub async fn update(
             .await?
         {
             Transition::Done(_) => {}
-            Transition::Refused(now) => return Err(not_ready_to_detach(&now, now.status.as_str())),
+            Transition::Refused(now, activity) => {
+                return Err(busy::refusal(
+                    &now,
+                    activity.as_ref(),
+                    now.status.as_str(),
+                    Action::Detach,
+                ));
+            }
         }
         if let Err(e) = state
             .bus
@@ -280,34 +280,36 @@ pub async fn update(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn ensure_ready_to_detach(state: &AppState, instance: &Instance) -> Result<(), Fault> {
+/// Refuses `action` unless `instance` is ACTIVE with a live server (422, saying what it
+/// is busy with, or what its status is).
+pub async fn ensure_active(
+    state: &AppState,
+    instance: &Instance,
+    action: Action,
+) -> Result<(), Fault> {
     let live = liveness(state, instance).await?;
     if live.status == InstanceStatus::Active {
-        Ok(())
-    } else {
-        Err(not_ready_to_detach(
-            instance,
-            &live.explain(state.heartbeat_expiry),
-        ))
+        return Ok(());
     }
-}
-
-fn not_ready_to_detach(instance: &Instance, status: &str) -> Fault {
-    Fault::unprocessable(format!(
-        "Instance {} cannot be detached now: its status is {status}. Wait until it is ACTIVE.",
-        instance.id
+    let activity = state.store.activity(instance).await?;
+    Err(busy::refusal(
+        instance,
+        activity.as_ref(),
+        &live.explain(state.heartbeat_expiry),
+        action,
     ))
 }
 
-/// `DELETE /instances/{id}`: a source with live replicas is refused (403, as Trove);
-/// deleting an instance already being deleted is accepted again.
+/// `DELETE /instances/{id}`: a source with live replicas is refused (403, as Trove); a busy
+/// instance (see [`busy`]) gets 422 saying with what; deleting an instance already being
+/// deleted is accepted again.
 pub async fn delete(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Params(path): Params<InstancePath>,
 ) -> Result<StatusCode, Fault> {
     let instance = load_instance(&state, &tenant, &path.id).await?;
-    match state.store.start_delete(instance.id, DELETABLE).await? {
+    match state.store.start_delete(instance.id).await? {
         DeleteStart::Started(_) => {}
         DeleteStart::AlreadyDeleting(_) => return Ok(StatusCode::ACCEPTED),
         DeleteStart::HasReplicas(..) => {
@@ -315,11 +317,8 @@ pub async fn delete(
                 "Detach replicas before deleting replica source.",
             ));
         }
-        DeleteStart::Refused(now) => {
-            return Err(Fault::unprocessable(format!(
-                "Instance {} cannot be deleted while its status is {}; wait until it is ACTIVE or ERROR.",
-                now.id, now.status
-            )));
+        DeleteStart::Busy(now, activity) => {
+            return Err(busy::busy(&now, &activity, Action::Delete));
         }
     }
     if let Err(e) = state

@@ -274,6 +274,32 @@ impl TestApi {
         self.store.insert_instance(&new).await.unwrap().id
     }
 
+    /// Records a running task about `instance`, at `step`, as a live taskmanager
+    /// (`tm-test`) records it: claimed, with a lease no test outlives. Returns its id.
+    pub async fn running_task(&self, kind: &str, instance: Uuid, step: &str) -> Uuid {
+        let task = Uuid::now_v7();
+        self.store
+            .claim_task(task, kind, instance, "tm-test", Duration::from_secs(300))
+            .await
+            .unwrap();
+        self.store
+            .record_task_step(task, "tm-test", step)
+            .await
+            .unwrap();
+        task
+    }
+
+    /// The legacy shell's `GET /auth`, with `X-Auth-User: user` and `X-Auth-Key: key`.
+    pub async fn handshake(&self, user: &str, key: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/auth", self.root))
+            .header("X-Auth-User", user)
+            .header("X-Auth-Key", key)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Makes an instance ACTIVE with a fresh heartbeat from a running server, as the
     /// taskmanager and conductor would.
     pub async fn make_active(&self, id: Uuid) {

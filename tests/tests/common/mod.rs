@@ -54,6 +54,21 @@ impl Stack {
     /// added to its environment, e.g. `FTROVE_AGENT__SERVER__BACKUP` to give agents another
     /// backup tool.
     pub fn start_with(broker: Broker, taskmanager_env: &[(&str, &str)]) -> Stack {
+        // No tokens: tests act for any tenant (the API warns in its log).
+        Stack::start_full(broker, taskmanager_env, "[auth]\nmode = \"none\"\n")
+    }
+
+    /// A stack whose API takes tokens from the control DB alone (`auth.mode = "tokens"`
+    /// without a tokens file): add them with [`Stack::add_token`].
+    pub fn start_with_db_tokens() -> Stack {
+        Stack::start_full(
+            Broker::Vhost(RabbitVhost::create()),
+            &[],
+            "[auth]\nmode = \"tokens\"\n",
+        )
+    }
+
+    fn start_full(broker: Broker, taskmanager_env: &[(&str, &str)], api_auth: &str) -> Stack {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_owned();
         // The database servers run as the mysql user and must reach their data dirs.
@@ -85,9 +100,8 @@ impl Stack {
             ),
             (
                 "api",
-                // No tokens: tests act for any tenant (the API warns in its log).
                 format!(
-                    "listen = \"127.0.0.1:{port}\"\nheartbeat_expiry_secs = 10\n\n[auth]\nmode = \"none\"\n\n{common}"
+                    "listen = \"127.0.0.1:{port}\"\nheartbeat_expiry_secs = 10\n\n{api_auth}\n{common}"
                 ),
             ),
         ];
@@ -126,10 +140,13 @@ impl Stack {
         let deadline = Instant::now() + Duration::from_secs(60);
         let client = reqwest::blocking::Client::new();
         while Instant::now() < deadline {
+            // Serving: answers, or asks for a token.
             if client
                 .get(format!("{}/flavors", self.api_url))
                 .send()
-                .is_ok_and(|r| r.status().is_success())
+                .is_ok_and(|r| {
+                    r.status().is_success() || r.status() == reqwest::StatusCode::UNAUTHORIZED
+                })
             {
                 return;
             }
@@ -166,6 +183,54 @@ impl Stack {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Runs `ftrove` against `url` (a tenant's API URL) with `token` as `FTROVE_TOKEN`;
+    /// returns (success, stdout, stderr).
+    pub fn ftrove_with(&self, url: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(binary("ftrove"))
+            .args(args)
+            .env("FTROVE_URL", url)
+            .env("FTROVE_TOKEN", token)
+            .output()
+            .expect("run ftrove");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `ftrove-api tokens <args>` with the stack's API config; returns (success,
+    /// stdout, stderr).
+    pub fn tokens_command(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(binary("ftrove-api"))
+            .arg("--config")
+            .arg(self.root().join("api.toml"))
+            .arg("tokens")
+            .args(args)
+            .output()
+            .expect("run ftrove-api tokens");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `ftrove-api tokens add --tenant <tenant>`: the new token and its id.
+    pub fn add_token(&self, tenant: &str) -> (String, String) {
+        let (ok, stdout, stderr) = self.tokens_command(&["add", "--tenant", tenant]);
+        assert!(ok, "tokens add failed:\n{stdout}\n{stderr}");
+        let token = stdout.trim().to_owned();
+        // "token <id> for tenant <tenant>: keep it now, ..."
+        let id = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("token "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no token id in: {stderr}"))
+            .to_owned();
+        (token, id)
     }
 
     /// Runs `ftrove` and insists that it succeeds.
