@@ -76,18 +76,14 @@ impl Inner {
     }
 
     async fn open_now(config: &BusConfig) -> Result<Inner, BusError> {
+        let uri = config.amqp_uri().map_err(BusError::InvalidUrl)?;
         let connected = if config.uses_tls() {
             let runtime = lapin::runtime::default_runtime()?;
             let tls = tls_config(&config.tls)?;
-            Connection::connect_with_config(
-                &config.url,
-                ConnectionProperties::default(),
-                tls,
-                runtime,
-            )
-            .await
+            Connection::connect_uri_with_config(uri, ConnectionProperties::default(), tls, runtime)
+                .await
         } else {
-            Connection::connect(&config.url, ConnectionProperties::default()).await
+            Connection::connect_uri(uri, ConnectionProperties::default()).await
         };
         let connection = connected.map_err(|source| BusError::Connect {
             url: config.redacted_url(),

@@ -10,6 +10,9 @@ pub enum BusError {
     Connect { url: String, source: lapin::Error },
     #[error("the message broker at {url} did not complete the connection within {after:?}")]
     ConnectTimeout { url: String, after: Duration },
+    /// The URL cannot be parsed; the message names it without its password.
+    #[error("{0}")]
+    InvalidUrl(String),
     #[error("cannot read {what} {path}: {source}")]
     TlsFile {
         what: &'static str,
@@ -54,9 +57,10 @@ impl BusError {
             | BusError::Nacked { .. }
             | BusError::Amqp(_)
             | BusError::Closed => ErrorKind::Unavailable,
-            BusError::Codec(_) | BusError::Protocol(_) | BusError::TlsFile { .. } => {
-                ErrorKind::Internal
-            }
+            BusError::Codec(_)
+            | BusError::Protocol(_)
+            | BusError::TlsFile { .. }
+            | BusError::InvalidUrl(_) => ErrorKind::Internal,
         }
     }
 
