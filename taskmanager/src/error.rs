@@ -23,4 +23,10 @@ impl TaskError {
     pub fn during(self, step: impl std::fmt::Display) -> TaskError {
         TaskError::State(format!("{step}: {self}"))
     }
+
+    /// Whether an agent answered that it does not know the method (an older agent).
+    pub fn is_unknown_method(&self) -> bool {
+        matches!(self, TaskError::Bus(BusError::Remote { error, .. })
+            if error.kind == ferrotrove_proto::ErrorKind::UnknownMethod)
+    }
 }
