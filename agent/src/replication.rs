@@ -8,6 +8,7 @@ use crate::error::{AgentError, Result};
 use crate::flavor::SourceSpec;
 use crate::instance::Instance;
 use crate::names::{Account, GtidPosition, HostPattern, UserName, validate_password};
+use ferrotrove_proto::Secret;
 use crate::snapshot;
 use crate::status;
 use ferrotrove_proto::agent::{
@@ -58,8 +59,19 @@ pub async fn drop_user(instance: &Instance, user: &ReplicationUserName) -> Resul
     Ok(())
 }
 
-/// Checks where an attach request points.
-fn check_source(source: &SourceSpec<'_>) -> Result<()> {
+/// Where an attach request points, checked.
+fn checked_source<'a>(
+    host: &'a str,
+    port: u16,
+    user: &'a str,
+    password: &'a Secret,
+) -> Result<SourceSpec<'a>> {
+    let source = SourceSpec {
+        host,
+        port,
+        user,
+        password,
+    };
     HostPattern::parse(source.host)?;
     if source.host.contains('%') || source.host.contains('/') {
         return Err(AgentError::BadRequest(format!(
@@ -73,19 +85,19 @@ fn check_source(source: &SourceSpec<'_>) -> Result<()> {
         ));
     }
     UserName::parse(source.user)?;
-    validate_password("replication password", source.password)
+    validate_password("replication password", source.password)?;
+    Ok(source)
 }
 
 /// On a new replica: restores the finished snapshot, points at the source, starts
 /// replicating and checks that it runs. The replica stays read_only.
 pub async fn attach(instance: &Instance, request: &AttachRequest) -> Result<ServerStatus> {
-    let source = SourceSpec {
-        host: &request.source_host,
-        port: request.source_port,
-        user: &request.user,
-        password: &request.password,
-    };
-    check_source(&source)?;
+    let source = checked_source(
+        &request.source_host,
+        request.source_port,
+        &request.user,
+        &request.password,
+    )?;
     // Checked before anything is stopped; the restored record is checked again.
     GtidPosition::parse(&request.snapshot.gtid_pos)?;
     attach_to(
@@ -102,13 +114,12 @@ pub async fn attach_following(
     instance: &Instance,
     request: &AttachFollowingRequest,
 ) -> Result<ServerStatus> {
-    let source = SourceSpec {
-        host: &request.source_host,
-        port: request.source_port,
-        user: &request.user,
-        password: &request.password,
-    };
-    check_source(&source)?;
+    let source = checked_source(
+        &request.source_host,
+        request.source_port,
+        &request.user,
+        &request.password,
+    )?;
     attach_to(
         instance,
         &source,
@@ -249,7 +260,6 @@ pub async fn detach(instance: &Instance) -> Result<ServerStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotrove_proto::Secret;
     use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo};
     use uuid::Uuid;
 
@@ -270,12 +280,7 @@ mod tests {
     }
 
     fn check(r: &AttachRequest) -> Result<()> {
-        check_source(&SourceSpec {
-            host: &r.source_host,
-            port: r.source_port,
-            user: &r.user,
-            password: &r.password,
-        })?;
+        checked_source(&r.source_host, r.source_port, &r.user, &r.password)?;
         GtidPosition::parse(&r.snapshot.gtid_pos).map(|_| ())
     }
 

@@ -484,7 +484,9 @@ fn stage_name(label: &str, first: bool, kind: Kind) -> &'static str {
         ("-", true, LogicalSnapshot) => "checks (list databases, size walk)",
         ("-", true, PhysicalAttach) => "checks, SET read_only, wait for the manifest",
         ("-", true, LogicalAttach) => "checks, SET read_only, wait for the manifest",
-        ("-", false, PhysicalSnapshot | LogicalSnapshot) => "write the record",
+        ("-", false, PhysicalSnapshot | LogicalSnapshot) => {
+            "write the record; then the replicas finish (below)"
+        }
         ("-", false, _) => "FLUSH, RESET MASTER, CHANGE MASTER, START SLAVE, wait running",
         ("snapshot/copying", ..) => "mariabackup --backup | sha256 -> store",
         ("snapshot/dumping", ..) => "mariadb-dump | zstd -3 | sha256 -> store",

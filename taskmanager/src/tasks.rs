@@ -5,6 +5,12 @@
 //! agent, users are created if absent), and the message is acked only when the task has
 //! finished, so a taskmanager that dies mid-task has it redelivered and run again.
 //! A failed task leaves its instance in ERROR with the fault, and the source untouched.
+//!
+//! Creating replicas overlaps its steps: the source takes one snapshot while the replicas
+//! are built, and each replica restores it as soon as it is built, following it in the
+//! store while it is written (`AttachFollowing`). The recorded steps are "snapshot and
+//! provision", then "attach" once the snapshot is taken (replicas may be attaching
+//! already), then "delete snapshot".
 
 use crate::config::{SeedingConfig, Timeouts};
 use crate::error::TaskError;
@@ -371,12 +377,17 @@ impl<P: Provisioner> Tasks<P> {
         }
         .await;
         // A replica that noticed the snapshot's failure before the taskmanager did (the
-        // source removed it) gets the snapshot's fault, which says more.
+        // source removed it) gets the snapshot's fault, which says more. The source's
+        // answer follows at once, or its agent's death within a ping or two; a replica
+        // that failed for reasons of its own does not wait for a snapshot still going.
         let outcome = match outcome {
-            Err(error) => match snapshot_result(taken).await {
-                Err(fault) => Err(TaskError::State(fault)),
-                Ok(_) => Err(error),
-            },
+            Err(error) => {
+                let patience = self.timeouts.ping() * 2;
+                match tokio::time::timeout(patience, snapshot_result(taken)).await {
+                    Ok(Err(fault)) => Err(TaskError::State(fault)),
+                    Ok(Ok(_)) | Err(_) => Err(error),
+                }
+            }
             Ok(()) => Ok(()),
         };
         self.finish(replica.id, outcome).await

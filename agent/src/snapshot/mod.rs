@@ -160,7 +160,8 @@ impl ManifestBeat {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(MANIFEST_BEAT)
                 {
                     manifest.beat += 1;
-                    let written = encode(&manifest).and_then(|bytes| store.write_small(&name, &bytes));
+                    let written =
+                        encode(&manifest).and_then(|bytes| store.replace_small(&name, &bytes));
                     if let Err(err) = written {
                         tracing::warn!(error = %err, "cannot rewrite the snapshot's manifest");
                     }

@@ -135,6 +135,11 @@ impl SnapshotStore for DirectoryStore {
         fsutil::write_atomic(&self.path(name), bytes, FILE_MODE)
     }
 
+    fn replace_small(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        fsutil::create_dir_with_mode(&self.dir, DIR_MODE)?;
+        fsutil::replace_atomic(&self.path(name), bytes, FILE_MODE)
+    }
+
     fn delete(&self, name: &str) -> Result<()> {
         fsutil::remove_if_exists(&self.path(name))?;
         fsutil::remove_if_exists(&self.partial(name))

@@ -320,6 +320,15 @@ mod tests {
         .unwrap()
     }
 
+    /// A snapshot `id` being written: its manifest, and `first` bytes of data.
+    fn started(store: &dyn SnapshotStore, id: Uuid, first: &[u8]) -> Box<dyn ObjectWriter> {
+        store.write_small(&manifest_object(id), &manifest(id, 0)).unwrap();
+        let mut writer = store.create(&data_object(id)).unwrap();
+        writer.write_all(first).unwrap();
+        writer.flush().unwrap();
+        writer
+    }
+
     fn store() -> (tempfile::TempDir, Arc<dyn SnapshotStore>) {
         let tmp = tempfile::tempdir().unwrap();
         let store = Arc::new(DirectoryStore::new(&tmp.path().join("snaps")));
@@ -330,10 +339,7 @@ mod tests {
     fn a_follower_reads_while_the_writer_writes_and_ends_with_the_record() {
         let (_tmp, store) = store();
         let id = Uuid::now_v7();
-        store.write_small(&manifest_object(id), &manifest(id, 0)).unwrap();
-        let mut writer: Box<dyn ObjectWriter> = store.create(&data_object(id)).unwrap();
-        writer.write_all(b"early bytes; ").unwrap();
-        writer.flush().unwrap();
+        let mut writer = started(store.as_ref(), id, b"early bytes; ");
         let (mut reader, format) = SnapshotReader::follow(store.clone(), id, FAST).unwrap();
         assert_eq!(format, SnapshotFormat::PhysicalXbstream);
         let mut first = [0u8; 64];
@@ -380,10 +386,7 @@ mod tests {
     fn a_snapshot_whose_writer_gives_up_fails_its_follower() {
         let (_tmp, store) = store();
         let id = Uuid::now_v7();
-        store.write_small(&manifest_object(id), &manifest(id, 0)).unwrap();
-        let mut writer = store.create(&data_object(id)).unwrap();
-        writer.write_all(b"half").unwrap();
-        writer.flush().unwrap();
+        let writer = started(store.as_ref(), id, b"half");
         let (mut reader, _) = SnapshotReader::follow(store.clone(), id, FAST).unwrap();
         // The writer fails: its data goes, then its manifest (as snapshot::create does).
         drop(writer);
@@ -401,10 +404,7 @@ mod tests {
     fn a_snapshot_that_stops_growing_or_never_starts_fails_its_follower() {
         let (_tmp, store) = store();
         let id = Uuid::now_v7();
-        store.write_small(&manifest_object(id), &manifest(id, 0)).unwrap();
-        let mut writer = store.create(&data_object(id)).unwrap();
-        writer.write_all(b"stuck").unwrap();
-        writer.flush().unwrap();
+        let writer = started(store.as_ref(), id, b"stuck");
         let (mut reader, _) = SnapshotReader::follow(store.clone(), id, FAST).unwrap();
         let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("no sign of life"), "{err}");

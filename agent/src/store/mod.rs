@@ -42,8 +42,13 @@ pub trait SnapshotStore: Send + Sync {
     }
     /// Reads a small object whole; `None` when it does not exist.
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>>;
-    /// Writes a small object whole, replacing it.
+    /// Writes a small object whole, replacing it, durably.
     fn write_small(&self, name: &str, bytes: &[u8]) -> Result<()>;
+    /// Replaces a small object whole, not necessarily durably (a snapshot manifest's
+    /// beats: frequent, and worthless after a crash).
+    fn replace_small(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_small(name, bytes)
+    }
     /// Removes object `name`, and what an unfinished writer of it left; absent is fine.
     fn delete(&self, name: &str) -> Result<()>;
     /// Where the store is, for logs and errors (never with credentials).
