@@ -8,12 +8,12 @@ use crate::error::{AgentError, Result};
 use crate::flavor::SourceSpec;
 use crate::instance::Instance;
 use crate::names::{Account, GtidPosition, HostPattern, UserName, validate_password};
-use ferrotrove_proto::Secret;
 use crate::snapshot;
 use crate::status;
+use ferrotrove_proto::Secret;
 use ferrotrove_proto::agent::{
-    AttachFollowingRequest, AttachRequest, ReplicationStatus, ReplicationUser,
-    ReplicationUserName, ServerStatus,
+    AttachFollowingRequest, AttachRequest, ReplicationStatus, ReplicationUser, ReplicationUserName,
+    ServerStatus,
 };
 use std::time::{Duration, Instant};
 

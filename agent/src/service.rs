@@ -221,7 +221,9 @@ impl ServiceState {
     }
 
     fn snapshot_locks(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Mutex<()>>>> {
-        self.snapshots.lock().unwrap_or_else(PoisonError::into_inner)
+        self.snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -108,7 +108,11 @@ async fn snapshot_attach_and_detach(method: SnapshotMethod, server_id: u32) {
     let manifest = snapshots.path().join(format!("{snapshot_id}.started"));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    assert_eq!(manifest["snapshot_id"], snapshot_id.to_string(), "{manifest}");
+    assert_eq!(
+        manifest["snapshot_id"],
+        snapshot_id.to_string(),
+        "{manifest}"
+    );
     assert_eq!(
         std::fs::read_dir(snapshots.path()).unwrap().count(),
         3,

@@ -1039,7 +1039,9 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     line("   tar c -C data . | tar x -C scratch", f.raw_tar, false);
     line("   sync", f.raw_sync, false);
     line("   total", f.raw, true);
-    println!("  2. physical seeding, one replica (it restores the snapshot as the source takes it)");
+    println!(
+        "  2. physical seeding, one replica (it restores the snapshot as the source takes it)"
+    );
     line(
         "   snapshot (snapshot::create, physical) ended at",
         f.one_snapshot,
@@ -1097,7 +1099,11 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         );
     }
     let three_total = f.three_total;
-    line("   total: until the last replica replicates", three_total, false);
+    line(
+        "   total: until the last replica replicates",
+        three_total,
+        false,
+    );
     line("   sync after the attaches", f.three_sync, false);
     let three_durable = three_total.plus(f.three_sync);
     line("   total with that sync", three_durable, false);
@@ -1108,7 +1114,11 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             "  4. logical seeding, one replica (dump of {:.0} MB stored)",
             mb(*dump_bytes)
         );
-        line("   snapshot (snapshot::create, logical) ended at", snap, false);
+        line(
+            "   snapshot (snapshot::create, logical) ended at",
+            snap,
+            false,
+        );
         print_stages(snap_stages, Kind::LogicalSnapshot);
         print_stages(attach_stages, Kind::LogicalAttach);
         line("   total: until the replica replicates", attach, true);

@@ -11,9 +11,9 @@ use crate::error::TaskError;
 use ferrotrove_bus::{Bus, BusError, SigningKey};
 use ferrotrove_proto::Secret;
 use ferrotrove_proto::agent::{
-    AgentInfo, AgentRequest, AgentResponse, AttachFollowingRequest, AttachRequest,
-    PrepareRequest, ReplicationUser,
-    ReplicationUserName, ServerStatus, SnapshotInfo, SnapshotMethod, SnapshotRequest,
+    AgentInfo, AgentRequest, AgentResponse, AttachFollowingRequest, AttachRequest, PrepareRequest,
+    ReplicationUser, ReplicationUserName, ServerStatus, SnapshotInfo, SnapshotMethod,
+    SnapshotRequest,
 };
 use ferrotrove_proto::queues;
 use std::time::{Duration, Instant};

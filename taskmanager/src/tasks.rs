@@ -581,7 +581,9 @@ async fn snapshot_failed(mut taken: watch::Receiver<SnapshotOutcome>) -> String 
 }
 
 /// Waits for the snapshot's outcome.
-async fn snapshot_result(mut taken: watch::Receiver<SnapshotOutcome>) -> Result<SnapshotInfo, String> {
+async fn snapshot_result(
+    mut taken: watch::Receiver<SnapshotOutcome>,
+) -> Result<SnapshotInfo, String> {
     match taken.wait_for(Option::is_some).await {
         Ok(outcome) => outcome
             .clone()

@@ -80,8 +80,10 @@ pub async fn create(instance: &Instance, request: &SnapshotRequest) -> Result<Sn
         beat: 0,
     };
     let store = instance.store.clone();
-    let beat = on_blocking_thread("snapshot manifest", move || ManifestBeat::start(store, manifest))
-        .await;
+    let beat = on_blocking_thread("snapshot manifest", move || {
+        ManifestBeat::start(store, manifest)
+    })
+    .await;
     let beat = match beat {
         Ok(beat) => beat,
         Err(err) => {
@@ -145,7 +147,10 @@ struct ManifestBeat {
 
 impl ManifestBeat {
     /// Writes the manifest (beat 0), then starts beating. Blocking.
-    fn start(store: Arc<dyn SnapshotStore>, mut manifest: SnapshotManifest) -> Result<ManifestBeat> {
+    fn start(
+        store: Arc<dyn SnapshotStore>,
+        mut manifest: SnapshotManifest,
+    ) -> Result<ManifestBeat> {
         let name = manifest_object(manifest.snapshot_id);
         let encode = |manifest: &SnapshotManifest| {
             serde_json::to_vec(manifest).map_err(|err| AgentError::Internal(err.to_string()))

@@ -194,7 +194,10 @@ mod tests {
         let mut writer = store.create("c.data").unwrap();
         writer.write_all(b"first ").unwrap();
         writer.flush().unwrap();
-        let mut reader = store.open_unfinished("c.data").unwrap().expect("the partial file");
+        let mut reader = store
+            .open_unfinished("c.data")
+            .unwrap()
+            .expect("the partial file");
         let mut got = Vec::new();
         reader.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"first ");

@@ -322,7 +322,9 @@ mod tests {
 
     /// A snapshot `id` being written: its manifest, and `first` bytes of data.
     fn started(store: &dyn SnapshotStore, id: Uuid, first: &[u8]) -> Box<dyn ObjectWriter> {
-        store.write_small(&manifest_object(id), &manifest(id, 0)).unwrap();
+        store
+            .write_small(&manifest_object(id), &manifest(id, 0))
+            .unwrap();
         let mut writer = store.create(&data_object(id)).unwrap();
         writer.write_all(first).unwrap();
         writer.flush().unwrap();
@@ -344,7 +346,11 @@ mod tests {
         assert_eq!(format, SnapshotFormat::PhysicalXbstream);
         let mut first = [0u8; 64];
         let n = reader.read(&mut first).unwrap();
-        assert_eq!(&first[..n], b"early bytes; ", "read before the snapshot is finished");
+        assert_eq!(
+            &first[..n],
+            b"early bytes; ",
+            "read before the snapshot is finished"
+        );
         let writing = {
             let store = store.clone();
             std::thread::spawn(move || {
@@ -352,11 +358,15 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(100));
                     writer.write_all(b"more ").unwrap();
                     writer.flush().unwrap();
-                    store.write_small(&manifest_object(id), &manifest(id, beat)).unwrap();
+                    store
+                        .write_small(&manifest_object(id), &manifest(id, beat))
+                        .unwrap();
                 }
                 writer.finish().unwrap();
                 let all = b"early bytes; more more more ";
-                store.write_small(&info_object(id), &record(id, all)).unwrap();
+                store
+                    .write_small(&info_object(id), &record(id, all))
+                    .unwrap();
             })
         };
         let mut rest = Vec::new();
@@ -374,7 +384,9 @@ mod tests {
         let mut writer = store.create(&data_object(id)).unwrap();
         writer.write_all(b"all of it").unwrap();
         writer.finish().unwrap();
-        store.write_small(&info_object(id), &record(id, b"all of it")).unwrap();
+        store
+            .write_small(&info_object(id), &record(id, b"all of it"))
+            .unwrap();
         let (mut reader, _) = SnapshotReader::follow(store.clone(), id, FAST).unwrap();
         let mut all = Vec::new();
         reader.read_to_end(&mut all).unwrap();
@@ -397,7 +409,10 @@ mod tests {
             reader.take_failure(),
             Some(AgentError::SnapshotAbandoned(_))
         ));
-        assert!(reader.verify().is_err(), "an unfinished snapshot never verifies");
+        assert!(
+            reader.verify().is_err(),
+            "an unfinished snapshot never verifies"
+        );
     }
 
     #[test]
@@ -411,7 +426,9 @@ mod tests {
         drop(writer);
 
         let never = Uuid::now_v7();
-        let err = SnapshotReader::follow(store.clone(), never, FAST).err().unwrap();
+        let err = SnapshotReader::follow(store.clone(), never, FAST)
+            .err()
+            .unwrap();
         assert!(
             matches!(&err, AgentError::SnapshotAbandoned(m) if m.contains("did not start")),
             "{err}"
@@ -425,7 +442,9 @@ mod tests {
         let mut writer = store.create(&data_object(id)).unwrap();
         writer.write_all(b"tampered").unwrap();
         writer.finish().unwrap();
-        store.write_small(&info_object(id), &record(id, b"original")).unwrap();
+        store
+            .write_small(&info_object(id), &record(id, b"original"))
+            .unwrap();
         let (mut reader, _) = SnapshotReader::follow(store, id, FAST).unwrap();
         reader.read_to_end(&mut Vec::new()).unwrap();
         assert!(matches!(
