@@ -30,3 +30,23 @@ impl TaskError {
             if error.kind == ferrotrove_proto::ErrorKind::UnknownMethod)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrotrove_proto::{ErrorKind, RemoteError};
+
+    #[test]
+    fn an_older_agent_is_told_by_its_unknown_method_answer() {
+        let answer = |kind| {
+            TaskError::Bus(BusError::Remote {
+                queue: "guestagent.x".into(),
+                method: "AttachFollowing".into(),
+                error: RemoteError::new(kind, "cannot handle method \"AttachFollowing\""),
+            })
+        };
+        assert!(answer(ErrorKind::UnknownMethod).is_unknown_method());
+        assert!(!answer(ErrorKind::Conflict).is_unknown_method());
+        assert!(!TaskError::State("unknown method".into()).is_unknown_method());
+    }
+}
