@@ -333,11 +333,11 @@ impl<P: Provisioner> Tasks<P> {
             outcome.send_replace(Some(shared));
             result
         };
-        let seedings = futures::future::join_all(
-            replicas
-                .iter()
-                .map(|replica| self.seed(&source, replica, snapshot_id, taken.clone())),
-        );
+        let seedings = futures::future::join_all(replicas.iter().map(|replica| {
+            let span = tracing::info_span!("seed", replica_id = %replica.id, %snapshot_id);
+            self.seed(&source, replica, snapshot_id, taken.clone())
+                .instrument(span)
+        }));
         let (snapshot, recorded) = tokio::join!(snapshot, seedings);
         if snapshot.is_ok() {
             self.step("delete snapshot").await;

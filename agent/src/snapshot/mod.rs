@@ -354,12 +354,13 @@ async fn read_info(instance: &Instance, snapshot_id: Uuid) -> Result<Option<Snap
 }
 
 /// Runs file and process work off the async runtime, so that Ping, Status and heartbeats
-/// go on meanwhile.
+/// go on meanwhile; in the caller's tracing span (instance, operation).
 async fn on_blocking_thread<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .map_err(|err| AgentError::Internal(format!("the {what} thread failed: {err}")))?
 }
