@@ -16,6 +16,9 @@
 //! port = 3306                                 # required
 //! [snapshots]
 //! dir = "/var/lib/ferrotrove/snapshots"       # required
+//! compression = "none"
+//! follow_poll_ms = 50
+//! follow_stall_secs = 30
 //! [heartbeat]
 //! interval_secs = 5
 //! ```
@@ -150,6 +153,17 @@ pub struct SnapshotsSection {
     /// for slow links; costs CPU). Default `none`.
     #[serde(default)]
     pub compression: Compression,
+    /// A replica restoring a snapshot while it is still being taken looks again this
+    /// often, in milliseconds, when it has read all there is so far (one small read of the
+    /// record and of the manifest each time). Default 50.
+    #[serde(default = "default_follow_poll_ms")]
+    pub follow_poll_ms: u64,
+    /// A replica restoring a snapshot while it is still being taken gives up when the
+    /// snapshot shows no sign of life for this many seconds: no new bytes, no new beat of
+    /// its manifest (its writer rewrites it every second, even while its tool is busy
+    /// elsewhere), or no manifest at all since the replica began. Default 30.
+    #[serde(default = "default_follow_stall_secs")]
+    pub follow_stall_secs: u64,
 }
 
 /// Compression of physical snapshots in the store.
@@ -218,6 +232,12 @@ fn default_stop_timeout_secs() -> u64 {
 }
 fn default_heartbeat_interval_secs() -> u64 {
     5
+}
+fn default_follow_poll_ms() -> u64 {
+    50
+}
+fn default_follow_stall_secs() -> u64 {
+    30
 }
 
 /// Why the configuration cannot be used. The message names the file or key at fault.
@@ -314,6 +334,13 @@ impl AgentConfig {
         if self.heartbeat.interval_secs == 0 {
             return invalid("heartbeat.interval_secs", "must be at least 1");
         }
+        if !(1..=10_000).contains(&self.snapshots.follow_poll_ms) {
+            return invalid("snapshots.follow_poll_ms", "must be from 1 to 10000");
+        }
+        // Several beats of the manifest must fit in it.
+        if self.snapshots.follow_stall_secs < 3 {
+            return invalid("snapshots.follow_stall_secs", "must be at least 3");
+        }
         Ok(())
     }
 }
@@ -351,6 +378,8 @@ mod tests {
         assert_eq!(cfg.server.client, "mariadb");
         assert_eq!(cfg.server.max_buffer_pool_mb, 256);
         assert_eq!(cfg.heartbeat.interval_secs, 5);
+        assert_eq!(cfg.snapshots.follow_poll_ms, 50);
+        assert_eq!(cfg.snapshots.follow_stall_secs, 30);
     }
 
     #[test]
@@ -412,6 +441,9 @@ mod tests {
         let text = format!("{MINIMAL}\n[heartbeat]\ninterval_secs = 0\n");
         let err = AgentConfig::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("heartbeat.interval_secs"), "{err}");
+        let text = format!("{MINIMAL}follow_stall_secs = 1\n");
+        let err = AgentConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("snapshots.follow_stall_secs"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub enum AgentError {
     #[error("{0}")]
     SnapshotMismatch(String),
 
+    /// A snapshot being read while it was written will never be finished: its writer
+    /// removed it, or stopped showing signs of life.
+    #[error("{0}")]
+    SnapshotAbandoned(String),
+
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -86,7 +91,7 @@ impl AgentError {
         match self {
             AgentError::BadRequest(_) | AgentError::SnapshotMismatch(_) => ErrorKind::BadRequest,
             AgentError::NotFound(_) => ErrorKind::NotFound,
-            AgentError::Conflict(_) => ErrorKind::Conflict,
+            AgentError::Conflict(_) | AgentError::SnapshotAbandoned(_) => ErrorKind::Conflict,
             AgentError::Unavailable(_) => ErrorKind::Unavailable,
             AgentError::Database { .. } => ErrorKind::Database,
             AgentError::Io { .. }

@@ -19,7 +19,20 @@ pub fn sync_parent_dir(path: &Path) -> Result<()> {
 
 /// Writes `contents` to `path` atomically (temporary file, fsync, rename) with `mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    replace(path, contents, mode, true)
+}
+
+/// Replaces `path` with `contents` atomically (temporary file, rename) but not durably:
+/// for files rewritten often whose loss in a crash does not matter.
+pub fn replace_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    replace(path, contents, mode, false)
+}
+
+fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> Result<()> {
+    // `<name>.tmp`, so that files that differ only in extension never share one.
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -29,10 +42,13 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .map_err(|err| AgentError::io("create", &tmp, err))?;
     file.write_all(contents)
         .and_then(|()| file.set_permissions(fs::Permissions::from_mode(mode)))
-        .and_then(|()| file.sync_all())
+        .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
         .map_err(|err| AgentError::io("write", &tmp, err))?;
     fs::rename(&tmp, path).map_err(|err| AgentError::io("rename into place", path, err))?;
-    sync_parent_dir(path)
+    if durable {
+        sync_parent_dir(path)?;
+    }
+    Ok(())
 }
 
 /// Removes `path`; a missing file is fine.
@@ -114,7 +130,10 @@ mod tests {
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert!(!path.with_extension("tmp").exists());
+        assert!(!dir.path().join("x.json.tmp").exists());
+        replace_atomic(&path, b"three", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"three");
+        assert!(!dir.path().join("x.json.tmp").exists());
         remove_if_exists(&path).unwrap();
         remove_if_exists(&path).unwrap();
     }

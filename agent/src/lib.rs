@@ -20,6 +20,10 @@
 //! - [`server`]: start (or adopt), wait-ready and stop the server process; `my.cnf`.
 //! - [`instance`]: the context every command receives.
 //! - [`prepare`], [`snapshot`], [`replication`], [`status`]: the commands.
+//! - [`store`]: where snapshots live (a directory, S3) and how they are read back,
+//!   finished or while their source still writes them ([`store::SnapshotReader`]).
+//! - [`progress`]: the running snapshot or restore, for heartbeats.
+//! - [`operations`]: finished operations on disk, so a redelivered command acts once.
 //! - [`heartbeat`]: host sampling and the heartbeat loop.
 //! - [`service`]: `AgentService`, the bus handler dispatching commands.
 //! - [`error`]: `AgentError` and its mapping to wire error kinds.

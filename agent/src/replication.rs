@@ -10,14 +10,18 @@ use crate::instance::Instance;
 use crate::names::{Account, GtidPosition, HostPattern, UserName, validate_password};
 use crate::snapshot;
 use crate::status;
+use ferrotrove_proto::Secret;
 use ferrotrove_proto::agent::{
-    AttachRequest, ReplicationStatus, ReplicationUser, ReplicationUserName, ServerStatus,
+    AttachFollowingRequest, AttachRequest, ReplicationStatus, ReplicationUser, ReplicationUserName,
+    ServerStatus,
 };
 use std::time::{Duration, Instant};
 
 /// How long Attach waits for both replication threads to run.
 pub const ATTACH_VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
-const ATTACH_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Replication usually runs within a few tens of ms of START SLAVE; this is on the
+/// critical path of every attach.
+const ATTACH_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 fn replication_account(name: &str, host: &str) -> Result<Account> {
     Ok(Account::new(
@@ -55,43 +59,81 @@ pub async fn drop_user(instance: &Instance, user: &ReplicationUserName) -> Resul
     Ok(())
 }
 
-/// A checked Attach request.
-struct AttachPlan<'a> {
-    position: GtidPosition,
-    source: SourceSpec<'a>,
-}
-
-fn plan_attach(request: &AttachRequest) -> Result<AttachPlan<'_>> {
-    HostPattern::parse(&request.source_host)?;
-    if request.source_host.contains('%') || request.source_host.contains('/') {
+/// Where an attach request points, checked.
+fn checked_source<'a>(
+    host: &'a str,
+    port: u16,
+    user: &'a str,
+    password: &'a Secret,
+) -> Result<SourceSpec<'a>> {
+    let source = SourceSpec {
+        host,
+        port,
+        user,
+        password,
+    };
+    HostPattern::parse(source.host)?;
+    if source.host.contains('%') || source.host.contains('/') {
         return Err(AgentError::BadRequest(format!(
             "source host {:?} must be a host name or address",
-            request.source_host
+            source.host
         )));
     }
-    if request.source_port == 0 {
+    if source.port == 0 {
         return Err(AgentError::BadRequest(
             "source port must not be 0".to_owned(),
         ));
     }
-    UserName::parse(&request.user)?;
-    validate_password("replication password", &request.password)?;
-    Ok(AttachPlan {
-        position: GtidPosition::parse(&request.snapshot.gtid_pos)?,
-        source: SourceSpec {
-            host: &request.source_host,
-            port: request.source_port,
-            user: &request.user,
-            password: &request.password,
-        },
-    })
+    UserName::parse(source.user)?;
+    validate_password("replication password", source.password)?;
+    Ok(source)
 }
 
-/// On a new replica: restores the snapshot, points at the source, starts replicating and
-/// checks that it runs. The replica stays read_only.
+/// On a new replica: restores the finished snapshot, points at the source, starts
+/// replicating and checks that it runs. The replica stays read_only.
 pub async fn attach(instance: &Instance, request: &AttachRequest) -> Result<ServerStatus> {
+    let source = checked_source(
+        &request.source_host,
+        request.source_port,
+        &request.user,
+        &request.password,
+    )?;
+    // Checked before anything is stopped; the restored record is checked again.
+    GtidPosition::parse(&request.snapshot.gtid_pos)?;
+    attach_to(
+        instance,
+        &source,
+        snapshot::RestoreFrom::Finished(request.snapshot.clone()),
+    )
+    .await
+}
+
+/// On a new replica: restores a snapshot while its source may still be taking it
+/// (following it in the store), then attaches as [`attach`] does.
+pub async fn attach_following(
+    instance: &Instance,
+    request: &AttachFollowingRequest,
+) -> Result<ServerStatus> {
+    let source = checked_source(
+        &request.source_host,
+        request.source_port,
+        &request.user,
+        &request.password,
+    )?;
+    attach_to(
+        instance,
+        &source,
+        snapshot::RestoreFrom::Following(request.snapshot_id),
+    )
+    .await
+}
+
+async fn attach_to(
+    instance: &Instance,
+    source: &SourceSpec<'_>,
+    from: snapshot::RestoreFrom,
+) -> Result<ServerStatus> {
     instance.require_prepared()?;
-    let plan = plan_attach(request)?;
     let flavor = instance.flavor;
     {
         let mut session = instance.admin.connect().await?;
@@ -109,7 +151,8 @@ pub async fn attach(instance: &Instance, request: &AttachRequest) -> Result<Serv
         .await?
         .exec(&flavor.set_read_only(true))
         .await?;
-    snapshot::restore(instance, &request.snapshot).await?;
+    let info = snapshot::restore(instance, from).await?;
+    let position = GtidPosition::parse(&info.gtid_pos)?;
     let mut session = instance.unlogged_session().await?;
     session
         .exec_all(&[
@@ -118,13 +161,13 @@ pub async fn attach(instance: &Instance, request: &AttachRequest) -> Result<Serv
             // Right before setting the position: the server's own binary log (set-up,
             // anything logged by mistake) must not be ahead of the source's position.
             flavor.reset_binlog(),
-            flavor.set_replica_position(&plan.position),
-            flavor.change_source(&plan.source),
+            flavor.set_replica_position(&position),
+            flavor.change_source(source),
             flavor.start_replica(),
         ])
         .await?;
-    tracing::info!(source_host = %request.source_host, source_port = request.source_port,
-        gtid_pos = %plan.position.as_str(), "replication started; waiting for it to run");
+    tracing::info!(source_host = %source.host, source_port = source.port,
+        gtid_pos = %position.as_str(), "replication started; waiting for it to run");
     if let Err(err) = wait_until_running(instance).await {
         forget_source(instance).await;
         return Err(err);
@@ -217,7 +260,6 @@ pub async fn detach(instance: &Instance) -> Result<ServerStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotrove_proto::Secret;
     use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo};
     use uuid::Uuid;
 
@@ -237,11 +279,15 @@ mod tests {
         }
     }
 
+    fn check(r: &AttachRequest) -> Result<()> {
+        checked_source(&r.source_host, r.source_port, &r.user, &r.password)?;
+        GtidPosition::parse(&r.snapshot.gtid_pos).map(|_| ())
+    }
+
     #[test]
     fn attach_requests_are_checked() {
         let good = request();
-        let plan = plan_attach(&good).unwrap();
-        assert_eq!(plan.position.as_str(), "0-1-5");
+        check(&good).unwrap();
         for change in [
             |r: &mut AttachRequest| r.source_host = "h'; DROP".into(),
             |r: &mut AttachRequest| r.source_host = "%".into(),
@@ -253,7 +299,7 @@ mod tests {
             let mut bad = request();
             change(&mut bad);
             assert!(
-                matches!(plan_attach(&bad), Err(AgentError::BadRequest(_))),
+                matches!(check(&bad), Err(AgentError::BadRequest(_))),
                 "{bad:?}"
             );
         }

@@ -1,11 +1,15 @@
 //! The dispatcher: each [`AgentRequest`] from the bus goes to its module, and its result
 //! becomes the matching [`AgentResponse`] or a typed [`RemoteError`].
 //!
-//! Mutating commands run one at a time (a tokio mutex), while Ping and Status never wait
-//! for them, so a long snapshot or restore does not make the agent look dead. A command
-//! that carries an operation id and succeeded is remembered: the same operation delivered
-//! again (a retry, a redelivery after a crash of the caller) gets the first answer instead
-//! of running twice.
+//! Mutating commands run one at a time in their lane (a tokio mutex each), while Ping and
+//! Status never wait for them, so a long snapshot or restore does not make the agent look
+//! dead. There is one lane for the server (prepare, replication users, attach, detach,
+//! shutdown) and one per snapshot id (take it, delete it): a source keeps making
+//! replication users for replicas that restore its snapshot while it is still being
+//! taken, and two requests' snapshots do not wait for each other. A command that carries
+//! an operation id and succeeded is remembered: the same operation delivered again (a
+//! retry, a redelivery after a crash of the caller) waits for its lane and gets the first
+//! answer instead of running twice.
 
 use crate::error::Result;
 use crate::instance::Instance;
@@ -14,9 +18,10 @@ use crate::{prepare, replication, snapshot, status};
 use ferrotrove_bus::{Handler, RequestContext};
 use ferrotrove_proto::RemoteError;
 use ferrotrove_proto::agent::{AgentInfo, AgentRequest, AgentResponse};
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use tokio::sync::{Mutex, watch};
+use std::sync::{Arc, PoisonError};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -28,9 +33,20 @@ pub struct AgentService {
 
 struct ServiceState {
     instance: Arc<Instance>,
-    /// Held for the whole of each mutating command.
-    exclusive: Mutex<FinishedOperations>,
+    /// Finished operations: looked up before a mutating command runs, recorded after.
+    finished: std::sync::Mutex<FinishedOperations>,
+    /// Held for the whole of each mutating command on the server.
+    server: Arc<Mutex<()>>,
+    /// One lock per snapshot id being taken or deleted; unused ones are dropped.
+    snapshots: std::sync::Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
     shutdown_tx: watch::Sender<bool>,
+}
+
+/// Which commands a mutating command waits for.
+#[derive(Clone, Copy)]
+enum Lane {
+    Server,
+    Snapshot(Uuid),
 }
 
 impl AgentService {
@@ -39,7 +55,11 @@ impl AgentService {
         AgentService {
             inner: Arc::new(ServiceState {
                 instance: instance.clone(),
-                exclusive: Mutex::new(FinishedOperations::load(&instance.paths.operations_dir)),
+                finished: std::sync::Mutex::new(FinishedOperations::load(
+                    &instance.paths.operations_dir,
+                )),
+                server: Arc::new(Mutex::new(())),
+                snapshots: std::sync::Mutex::new(HashMap::new()),
                 shutdown_tx,
             }),
         }
@@ -67,7 +87,7 @@ impl AgentService {
             AgentRequest::Status => Ok(AgentResponse::Status(status::read(instance).await)),
             AgentRequest::Prepare(request) => {
                 state
-                    .exclusive(operation_id, async {
+                    .exclusive(Lane::Server, operation_id, async {
                         prepare::prepare(instance, &request)
                             .await
                             .map(AgentResponse::Prepared)
@@ -76,7 +96,7 @@ impl AgentService {
             }
             AgentRequest::CreateSnapshot(request) => {
                 state
-                    .exclusive(operation_id, async {
+                    .exclusive(Lane::Snapshot(request.snapshot_id), operation_id, async {
                         snapshot::create(instance, &request)
                             .await
                             .map(AgentResponse::Snapshot)
@@ -85,7 +105,7 @@ impl AgentService {
             }
             AgentRequest::DeleteSnapshot(request) => {
                 state
-                    .exclusive(operation_id, async {
+                    .exclusive(Lane::Snapshot(request.snapshot_id), operation_id, async {
                         snapshot::delete(instance, request.snapshot_id)
                             .await
                             .map(|()| AgentResponse::SnapshotDeleted)
@@ -94,7 +114,7 @@ impl AgentService {
             }
             AgentRequest::CreateReplicationUser(user) => {
                 state
-                    .exclusive(operation_id, async {
+                    .exclusive(Lane::Server, operation_id, async {
                         replication::create_user(instance, &user)
                             .await
                             .map(|()| AgentResponse::ReplicationUserCreated)
@@ -103,7 +123,7 @@ impl AgentService {
             }
             AgentRequest::DropReplicationUser(user) => {
                 state
-                    .exclusive(operation_id, async {
+                    .exclusive(Lane::Server, operation_id, async {
                         replication::drop_user(instance, &user)
                             .await
                             .map(|()| AgentResponse::ReplicationUserDropped)
@@ -112,8 +132,17 @@ impl AgentService {
             }
             AgentRequest::Attach(request) => {
                 state
-                    .exclusive(operation_id, async {
+                    .exclusive(Lane::Server, operation_id, async {
                         replication::attach(instance, &request)
+                            .await
+                            .map(AgentResponse::Attached)
+                    })
+                    .await
+            }
+            AgentRequest::AttachFollowing(request) => {
+                state
+                    .exclusive(Lane::Server, operation_id, async {
+                        replication::attach_following(instance, &request)
                             .await
                             .map(AgentResponse::Attached)
                     })
@@ -121,7 +150,7 @@ impl AgentService {
             }
             AgentRequest::Detach => {
                 state
-                    .exclusive(operation_id, async {
+                    .exclusive(Lane::Server, operation_id, async {
                         replication::detach(instance)
                             .await
                             .map(AgentResponse::Detached)
@@ -130,7 +159,7 @@ impl AgentService {
             }
             AgentRequest::Shutdown => {
                 state
-                    .exclusive(operation_id, async {
+                    .exclusive(Lane::Server, operation_id, async {
                         instance.server.stop().await?;
                         state.shutdown_tx.send_replace(true);
                         Ok(AgentResponse::ShuttingDown)
@@ -142,30 +171,59 @@ impl AgentService {
 }
 
 impl ServiceState {
-    /// Runs `work` alone, or answers with the remembered result of the same operation.
+    /// Runs `work` alone in its lane, or answers with the remembered result of the same
+    /// operation.
     async fn exclusive(
         &self,
+        lane: Lane,
         operation_id: Option<Uuid>,
         work: impl Future<Output = Result<AgentResponse>>,
     ) -> Result<AgentResponse, RemoteError> {
-        let mut finished = self.exclusive.lock().await;
-        if let Some(response) = operation_id.and_then(|id| finished.get(id)) {
-            tracing::info!("operation already done; answering with its result");
-            return Ok(response);
-        }
-        match work.await {
-            Ok(response) => {
-                tracing::info!("done");
-                if let Some(id) = operation_id {
-                    finished.remember(id, response.clone());
-                }
+        let guard = self.enter(lane).await;
+        let done_before = operation_id.and_then(|id| self.journal().get(id));
+        let outcome = match done_before {
+            Some(response) => {
+                tracing::info!("operation already done; answering with its result");
                 Ok(response)
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "failed");
-                Err(err.into())
-            }
+            None => match work.await {
+                Ok(response) => {
+                    tracing::info!("done");
+                    if let Some(id) = operation_id {
+                        self.journal().remember(id, response.clone());
+                    }
+                    Ok(response)
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "failed");
+                    Err(err.into())
+                }
+            },
+        };
+        drop(guard);
+        if let Lane::Snapshot(_) = lane {
+            self.snapshot_locks()
+                .retain(|_, lock| Arc::strong_count(lock) > 1);
         }
+        outcome
+    }
+
+    async fn enter(&self, lane: Lane) -> OwnedMutexGuard<()> {
+        let lock = match lane {
+            Lane::Server => self.server.clone(),
+            Lane::Snapshot(id) => self.snapshot_locks().entry(id).or_default().clone(),
+        };
+        lock.lock_owned().await
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, FinishedOperations> {
+        self.finished.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn snapshot_locks(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Mutex<()>>>> {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

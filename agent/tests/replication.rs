@@ -105,10 +105,18 @@ async fn snapshot_attach_and_detach(method: SnapshotMethod, server_id: u32) {
     assert_eq!(std::fs::metadata(&data).unwrap().len(), info.size_bytes);
     let stored: SnapshotInfo = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
     assert_eq!(stored, info);
+    let manifest = snapshots.path().join(format!("{snapshot_id}.started"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(
+        manifest["snapshot_id"],
+        snapshot_id.to_string(),
+        "{manifest}"
+    );
     assert_eq!(
         std::fs::read_dir(snapshots.path()).unwrap().count(),
-        2,
-        "only the data and its record are stored"
+        3,
+        "only the manifest, the data and its record are stored"
     );
     if method == SnapshotMethod::Logical {
         assert_eq!(info.format, SnapshotFormat::LogicalSqlZstd);

@@ -4,11 +4,14 @@
 //! modules (as `agent/tests/support` does), fills a source with `--size-gb` GB of InnoDB
 //! data, and measures in one run:
 //! 1. the raw copy of the source's data dir: `tar c -C data . | tar x -C scratch`, then `sync`;
-//! 2. physical seeding of one replica: `snapshot::create` (mariabackup streamed into the
-//!    directory store) and `replication::attach` (stop, extract, prepare, start, replication
-//!    running), each timed, with the stages of each read from the agent's progress reports;
-//! 3. physical seeding of three replicas at once from one snapshot (the attaches joined);
-//! 4. the logical path for one replica (`--skip-logical` leaves it out).
+//! 2. physical seeding of one replica as the taskmanager drives it: `snapshot::create`
+//!    (mariabackup streamed into the directory store) and, at the same time,
+//!    `replication::attach_following` (the replica follows the snapshot as it is written:
+//!    stop, extract, then once the record is there check, prepare, start, replication
+//!    running), timed from the start of both until replication runs, with the stages of
+//!    each read from the agents' progress reports;
+//! 3. physical seeding of three replicas at once from one snapshot, all following it;
+//! 4. the logical path for one replica, following too (`--skip-logical` leaves it out).
 //!
 //! Also the peak RSS of this process (which runs the agent's snapshot and restore code)
 //! during the physical work, and the bytes written to the disk in each step. It prints a
@@ -24,7 +27,8 @@ use clap::Parser;
 use ferrotrove_agent::{AgentConfig, Instance, replication, snapshot};
 use ferrotrove_proto::Secret;
 use ferrotrove_proto::agent::{
-    AttachRequest, PrepareRequest, ReplicationUser, SnapshotInfo, SnapshotMethod, SnapshotRequest,
+    AttachFollowingRequest, PrepareRequest, ReplicationUser, ServerStatus, SnapshotInfo,
+    SnapshotMethod, SnapshotRequest,
 };
 use futures::future::join_all;
 use mysql_async::prelude::Queryable;
@@ -478,14 +482,17 @@ fn stage_name(label: &str, first: bool, kind: Kind) -> &'static str {
     match (label, first, kind) {
         ("-", true, PhysicalSnapshot) => "checks (record, mariabackup --version, size walk)",
         ("-", true, LogicalSnapshot) => "checks (list databases, size walk)",
-        ("-", true, PhysicalAttach) => "checks, SET read_only",
-        ("-", true, LogicalAttach) => "checks, SET read_only, verify (read + sha256 the dump)",
-        ("-", false, PhysicalSnapshot | LogicalSnapshot) => "write the record",
+        ("-", true, PhysicalAttach) => "checks, SET read_only, wait for the manifest",
+        ("-", true, LogicalAttach) => "checks, SET read_only, wait for the manifest",
+        ("-", false, PhysicalSnapshot | LogicalSnapshot) => {
+            "write the record; then the replicas finish (below)"
+        }
         ("-", false, _) => "FLUSH, RESET MASTER, CHANGE MASTER, START SLAVE, wait running",
-        ("snapshot/copying", ..) => "mariabackup --backup | sha256 -> store, fsync",
-        ("snapshot/dumping", ..) => "mariadb-dump | zstd -3 | sha256 -> store, fsync",
+        ("snapshot/copying", ..) => "mariabackup --backup | sha256 -> store",
+        ("snapshot/dumping", ..) => "mariadb-dump | zstd -3 | sha256 -> store",
         ("restore/stopping", ..) => "stop the replica's server",
-        ("restore/copying", ..) => "store | sha256 -> mbstream -x",
+        ("restore/copying", ..) => "store, following | sha256 -> mbstream -x; check",
+        ("restore/verifying", ..) => "store, following | sha256 (checked whole first)",
         ("restore/preparing", ..) => "mariabackup --prepare, chown",
         ("restore/starting", ..) => "start the server",
         ("restore/loading", ..) => "store | zstd -d | mariadb",
@@ -509,6 +516,9 @@ fn stage_short(label: &str, first: bool) -> &'static str {
 // ---------------------------------------------------------------------------------------
 // The benchmark
 
+/// Times within an overlapped seeding are from its start: `*_snapshot` is when the
+/// snapshot ended, `one_attach` when the replica's attach ended, `one` and `three_total`
+/// the whole seeding (until the last replica replicates).
 struct Figures {
     data_dir_bytes: u64,
     raw: Step,
@@ -516,11 +526,13 @@ struct Figures {
     raw_sync: Step,
     one_snapshot: Step,
     one_attach: Step,
+    one: Step,
     one_sync: Step,
     three_snapshot: Step,
-    three_attach: Step,
+    three_total: Step,
     three_attach_each: Vec<f64>,
     three_sync: Step,
+    /// When the dump ended, and the whole seeding.
     logical: Option<(Step, Step)>,
     rss_before_kib: u64,
     rss_peak_one_kib: u64,
@@ -540,13 +552,57 @@ fn written(step: Step) -> String {
         .map_or_else(|| "-".to_owned(), |w| format!("{:.0} MB", mb(w)))
 }
 
-fn attach_request(source: &Server, info: &SnapshotInfo) -> AttachRequest {
-    AttachRequest {
-        snapshot: info.clone(),
+fn following_request(source: &Server, snapshot_id: Uuid) -> AttachFollowingRequest {
+    AttachFollowingRequest {
+        snapshot_id,
         source_host: "127.0.0.1".into(),
         source_port: source.port,
         user: REPL_USER.into(),
         password: Secret::new(REPL_PASSWORD),
+    }
+}
+
+/// What one overlapped seeding gave: the snapshot (and when it ended, from the start), and
+/// each replica's attach (and when it ended).
+struct Seeded {
+    snapshot: anyhow::Result<SnapshotInfo>,
+    snapshot_secs: f64,
+    attaches: Vec<(anyhow::Result<ServerStatus>, f64)>,
+}
+
+/// Seeds `replicas` as the taskmanager does: the source takes the snapshot while every
+/// replica restores it, following it in the store.
+async fn seed_following(source: &Server, replicas: &[&Server], method: SnapshotMethod) -> Seeded {
+    let request = snapshot_request(method);
+    let started = Instant::now();
+    let take = async {
+        let taken = snapshot::create(&source.instance, &request)
+            .await
+            .context("snapshot");
+        (taken, started.elapsed().as_secs_f64())
+    };
+    let attach = join_all(replicas.iter().map(|replica| {
+        let request = following_request(source, request.snapshot_id);
+        async move {
+            let attached = replication::attach_following(&replica.instance, &request)
+                .await
+                .with_context(|| format!("attach {}", replica.name));
+            (attached, started.elapsed().as_secs_f64())
+        }
+    }));
+    let ((snapshot, snapshot_secs), attaches) = tokio::join!(take, attach);
+    Seeded {
+        snapshot,
+        snapshot_secs,
+        attaches,
+    }
+}
+
+/// A time within a step (no disk figure of its own).
+fn at(secs: f64) -> Step {
+    Step {
+        secs,
+        written: None,
     }
 }
 
@@ -808,34 +864,33 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     drop(scratch);
     sync().await?;
 
-    // 2. Physical seeding of one replica.
+    // 2. Physical seeding of one replica: the snapshot and the replica's restore at once.
     eprintln!("[seed] physical seeding of one replica");
     if args.cold {
         drop_caches().await?;
     }
     let rss_before_kib = self_status_kib("VmRSS:");
-    let request = snapshot_request(SnapshotMethod::Physical);
-    let snap = watched(
-        &[&source],
+    let seeded = watched(
+        &[&source, &r1],
         disk,
-        snapshot::create(&source.instance, &request),
+        seed_following(&source, &[&r1], SnapshotMethod::Physical),
     )
     .await;
-    let info = snap.output.context("physical snapshot")?;
-    let attach = watched(
-        &[&r1],
-        disk,
-        replication::attach(&r1.instance, &attach_request(&source, &info)),
-    )
-    .await;
-    attach.output.context("attach r1")?;
+    let info = seeded.output.snapshot?;
+    let mut one_attach = None;
+    for (attached, secs) in seeded.output.attaches {
+        attached?;
+        one_attach = Some(at(secs));
+    }
+    let one_attach = one_attach.context("one attach")?;
+    let one_snapshot = at(seeded.output.snapshot_secs);
+    let one = seeded.step;
     let (synced, one_sync) = timed(disk, sync()).await;
     synced?;
-    let rss_peak_one_kib = snap.peak_rss_kib.max(attach.peak_rss_kib);
+    let rss_peak_one_kib = seeded.peak_rss_kib;
     snapshot::delete(&source.instance, info.snapshot_id).await?;
-    let one_snapshot_stages = snap.stages[0].clone();
-    let one_attach_stages = attach.stages[0].clone();
-    let (one_snapshot, one_attach) = (snap.step, attach.step);
+    let one_snapshot_stages = seeded.stages[0].clone();
+    let one_attach_stages = seeded.stages[1].clone();
     let snapshot_bytes = info.size_bytes;
 
     // 2b. The same copy by the tools alone.
@@ -845,48 +900,31 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     }
     let tools = tools_alone(&source, &work_dir).await?;
 
-    // 3. Physical seeding of three replicas from one snapshot.
+    // 3. Physical seeding of three replicas from one snapshot, all following it.
     eprintln!("[seed] physical seeding of three replicas at once");
     if args.cold {
         drop_caches().await?;
     }
-    let request = snapshot_request(SnapshotMethod::Physical);
-    let snap = watched(
-        &[&source],
-        disk,
-        snapshot::create(&source.instance, &request),
-    )
-    .await;
-    let info = snap.output.context("physical snapshot")?;
     let three = [&r2, &r3, &r4];
-    let attach_req = attach_request(&source, &info);
-    let attaches = watched(
-        &three,
+    let seeded = watched(
+        &[&source, &r2, &r3, &r4],
         disk,
-        join_all(three.iter().map(|replica| {
-            let request = &attach_req;
-            async move {
-                let started = Instant::now();
-                let result = replication::attach(&replica.instance, request)
-                    .await
-                    .with_context(|| format!("attach {}", replica.name));
-                (result, started.elapsed().as_secs_f64())
-            }
-        })),
+        seed_following(&source, &three, SnapshotMethod::Physical),
     )
     .await;
+    let info = seeded.output.snapshot?;
     let mut three_attach_each = Vec::new();
-    for (result, secs) in attaches.output {
-        result?;
+    for (attached, secs) in seeded.output.attaches {
+        attached?;
         three_attach_each.push(secs);
     }
+    let three_total = seeded.step;
     let (synced, three_sync) = timed(disk, sync()).await;
     synced?;
     snapshot::delete(&source.instance, info.snapshot_id).await?;
-    let rss_peak_three_kib = snap.peak_rss_kib.max(attaches.peak_rss_kib);
-    let three_snapshot = snap.step;
-    let three_attach = attaches.step;
-    let three_stages = attaches.stages;
+    let rss_peak_three_kib = seeded.peak_rss_kib;
+    let three_snapshot = at(seeded.output.snapshot_secs);
+    let three_stages: Vec<_> = seeded.stages[1..].to_vec();
 
     // 4. The logical path.
     let mut logical = None;
@@ -896,26 +934,21 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         if args.cold {
             drop_caches().await?;
         }
-        let request = snapshot_request(SnapshotMethod::Logical);
-        let snap = watched(
-            &[&source],
+        let seeded = watched(
+            &[&source, replica],
             disk,
-            snapshot::create(&source.instance, &request),
+            seed_following(&source, &[replica], SnapshotMethod::Logical),
         )
         .await;
-        let info = snap.output.context("logical snapshot")?;
-        let attach = watched(
-            &[replica],
-            disk,
-            replication::attach(&replica.instance, &attach_request(&source, &info)),
-        )
-        .await;
-        attach.output.context("attach the logical replica")?;
+        let info = seeded.output.snapshot?;
+        for (attached, _) in seeded.output.attaches {
+            attached.context("attach the logical replica")?;
+        }
         snapshot::delete(&source.instance, info.snapshot_id).await?;
-        logical = Some((snap.step, attach.step));
+        logical = Some((at(seeded.output.snapshot_secs), seeded.step));
         logical_stages = Some((
-            snap.stages[0].clone(),
-            attach.stages[0].clone(),
+            seeded.stages[0].clone(),
+            seeded.stages[1].clone(),
             info.size_bytes,
         ));
     }
@@ -949,9 +982,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         raw_sync,
         one_snapshot,
         one_attach,
+        one,
         one_sync,
         three_snapshot,
-        three_attach,
+        three_total,
         three_attach_each,
         three_sync,
         logical,
@@ -1005,21 +1039,23 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     line("   tar c -C data . | tar x -C scratch", f.raw_tar, false);
     line("   sync", f.raw_sync, false);
     line("   total", f.raw, true);
-    println!("  2. physical seeding, one replica");
+    println!(
+        "  2. physical seeding, one replica (it restores the snapshot as the source takes it)"
+    );
     line(
-        "   snapshot (snapshot::create, physical)",
+        "   snapshot (snapshot::create, physical) ended at",
         f.one_snapshot,
         false,
     );
     print_stages(&one_snapshot_stages, Kind::PhysicalSnapshot);
     line(
-        "   attach (replication::attach: restore, prepare, start, replicate)",
+        "   attach (replication::attach_following) ended at",
         f.one_attach,
         false,
     );
     print_stages(&one_attach_stages, Kind::PhysicalAttach);
-    let one = f.one_snapshot.plus(f.one_attach);
-    line("   total: snapshot + attach", one, true);
+    let one = f.one;
+    line("   total: until the replica replicates", one, true);
     line(
         "   sync after attach (restored files not yet on disk)",
         f.one_sync,
@@ -1048,13 +1084,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         tools.backup_to_dir,
         true,
     );
-    println!("  3. physical seeding, three replicas from one snapshot");
-    line("   snapshot", f.three_snapshot, false);
-    line(
-        "   3 attaches joined (until the last one runs)",
-        f.three_attach,
-        false,
-    );
+    println!("  3. physical seeding, three replicas from one snapshot, all following it");
+    line("   snapshot ended at", f.three_snapshot, false);
     for ((replica, secs), stages) in three.iter().zip(&f.three_attach_each).zip(&three_stages) {
         let parts: Vec<String> = stages
             .iter()
@@ -1067,8 +1098,12 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             parts.join(", ")
         );
     }
-    let three_total = f.three_snapshot.plus(f.three_attach);
-    line("   total: snapshot + 3 attaches", three_total, false);
+    let three_total = f.three_total;
+    line(
+        "   total: until the last replica replicates",
+        three_total,
+        false,
+    );
     line("   sync after the attaches", f.three_sync, false);
     let three_durable = three_total.plus(f.three_sync);
     line("   total with that sync", three_durable, false);
@@ -1079,11 +1114,14 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             "  4. logical seeding, one replica (dump of {:.0} MB stored)",
             mb(*dump_bytes)
         );
-        line("   snapshot (snapshot::create, logical)", snap, false);
+        line(
+            "   snapshot (snapshot::create, logical) ended at",
+            snap,
+            false,
+        );
         print_stages(snap_stages, Kind::LogicalSnapshot);
-        line("   attach", attach, false);
         print_stages(attach_stages, Kind::LogicalAttach);
-        line("   total: snapshot + attach", snap.plus(attach), true);
+        line("   total: until the replica replicates", attach, true);
     }
     println!();
     println!(
@@ -1132,12 +1170,12 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         "tools_backup_to_file_s": tools.backup_to_file.secs,
         "tools_extract_from_file_s": tools.extract_from_file.secs,
         "tools_backup_to_dir_s": tools.backup_to_dir.secs,
-        "three_snapshot_s": f.three_snapshot.secs, "three_attach_s": f.three_attach.secs,
+        "three_snapshot_s": f.three_snapshot.secs,
         "three_attach_each_s": f.three_attach_each, "three_total_s": three_total.secs,
         "three_sync_s": f.three_sync.secs,
         "three_vs_one": three_ratio, "three_vs_one_with_sync": three_ratio_durable,
         "logical_snapshot_s": f.logical.map(|(s, _)| s.secs),
-        "logical_attach_s": f.logical.map(|(_, a)| a.secs),
+        "logical_total_s": f.logical.map(|(_, a)| a.secs),
         "rss_before_kib": f.rss_before_kib, "rss_peak_one_kib": f.rss_peak_one_kib,
         "rss_peak_three_kib": f.rss_peak_three_kib,
     });

@@ -22,6 +22,11 @@ pub enum AgentRequest {
     DropReplicationUser(ReplicationUserName),
     /// On a new replica: restore the snapshot, point at the source, start replicating.
     Attach(AttachRequest),
+    /// On a new replica: restore a snapshot while its source may still be writing it
+    /// (following it in the snapshot store), then attach as `Attach` does. Sent before the
+    /// snapshot is finished; an agent older than this method answers `UnknownMethod`, and
+    /// the caller then waits for the snapshot and sends `Attach`.
+    AttachFollowing(AttachFollowingRequest),
     /// On a replica: stop and forget replication, become writable.
     Detach,
     /// Delete a snapshot from the snapshot store. Absent is fine.
@@ -41,6 +46,7 @@ impl Method for AgentRequest {
             Self::CreateReplicationUser(_) => "CreateReplicationUser",
             Self::DropReplicationUser(_) => "DropReplicationUser",
             Self::Attach(_) => "Attach",
+            Self::AttachFollowing(_) => "AttachFollowing",
             Self::Detach => "Detach",
             Self::DeleteSnapshot(_) => "DeleteSnapshot",
             Self::Status => "Status",
@@ -199,6 +205,21 @@ pub struct ReplicationUser {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachRequest {
     pub snapshot: SnapshotInfo,
+    /// Where the source listens.
+    pub source_host: String,
+    pub source_port: u16,
+    /// The replication user created for this replica on the source.
+    pub user: String,
+    pub password: Secret,
+}
+
+/// What `AttachFollowing` needs: the snapshot by id alone (its format, size, checksum and
+/// GTID position are read from the store: the format from the manifest its source writes
+/// before any byte, the rest from its record, written last), and the source to replicate
+/// from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachFollowingRequest {
+    pub snapshot_id: Uuid,
     /// Where the source listens.
     pub source_host: String,
     pub source_port: u16,

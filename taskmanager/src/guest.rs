@@ -11,8 +11,9 @@ use crate::error::TaskError;
 use ferrotrove_bus::{Bus, BusError, SigningKey};
 use ferrotrove_proto::Secret;
 use ferrotrove_proto::agent::{
-    AgentInfo, AgentRequest, AgentResponse, AttachRequest, PrepareRequest, ReplicationUser,
-    ReplicationUserName, ServerStatus, SnapshotInfo, SnapshotMethod, SnapshotRequest,
+    AgentInfo, AgentRequest, AgentResponse, AttachFollowingRequest, AttachRequest, PrepareRequest,
+    ReplicationUser, ReplicationUserName, ServerStatus, SnapshotInfo, SnapshotMethod,
+    SnapshotRequest,
 };
 use ferrotrove_proto::queues;
 use std::time::{Duration, Instant};
@@ -220,6 +221,21 @@ impl<'a> Guest<'a> {
         {
             AgentResponse::Attached(status) => Ok(status),
             other => Err(unexpected("Attach", &other)),
+        }
+    }
+
+    /// Attach that restores the snapshot while its source still takes it. An agent too old
+    /// for it answers with a remote `UnknownMethod` error ([`TaskError::is_unknown_method`]).
+    pub async fn attach_following(
+        &self,
+        request: AttachFollowingRequest,
+    ) -> Result<ServerStatus, TaskError> {
+        match self
+            .call(AgentRequest::AttachFollowing(request), self.timeouts.seed())
+            .await?
+        {
+            AgentResponse::Attached(status) => Ok(status),
+            other => Err(unexpected("AttachFollowing", &other)),
         }
     }
 

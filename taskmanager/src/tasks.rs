@@ -5,6 +5,12 @@
 //! agent, users are created if absent), and the message is acked only when the task has
 //! finished, so a taskmanager that dies mid-task has it redelivered and run again.
 //! A failed task leaves its instance in ERROR with the fault, and the source untouched.
+//!
+//! Creating replicas overlaps its steps: the source takes one snapshot while the replicas
+//! are built, and each replica restores it as soon as it is built, following it in the
+//! store while it is written (`AttachFollowing`). The recorded steps are "snapshot and
+//! provision", then "attach" once the snapshot is taken (replicas may be attaching
+//! already), then "delete snapshot".
 
 use crate::config::{SeedingConfig, Timeouts};
 use crate::error::TaskError;
@@ -13,7 +19,8 @@ use crate::in_flight::{Claim, InFlight};
 use crate::provisioner::{Endpoint, Provisioner};
 use ferrotrove_bus::{Bus, Handler, RequestContext};
 use ferrotrove_proto::agent::{
-    AttachRequest, PrepareRequest, ReplicationUser, ReplicationUserName, SnapshotInfo, UserSpec,
+    AttachFollowingRequest, AttachRequest, PrepareRequest, ReplicationUser, ReplicationUserName,
+    SnapshotInfo, UserSpec,
 };
 use ferrotrove_proto::status::InstanceStatus;
 use ferrotrove_proto::taskmanager::TaskRequest;
@@ -21,12 +28,17 @@ use ferrotrove_proto::{ErrorKind, RemoteError, Secret};
 use ferrotrove_store::{Instance, Store, TaskClaim};
 use hmac::{Hmac, Mac};
 use std::sync::Arc;
+use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
 /// How often, and how long, the snapshot of a failed seeding is asked to be deleted.
 const SNAPSHOT_CLEANUP_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
 const SNAPSHOT_CLEANUP_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How the snapshot of a seeding ended, for the replicas restoring it: `None` while it is
+/// being taken, then its record or the fault its replicas get.
+type SnapshotOutcome = Option<Result<SnapshotInfo, String>>;
 
 /// Runs tasks; one per message on the `taskmanager` queue.
 pub struct Tasks<P> {
@@ -298,51 +310,87 @@ impl<P: Provisioner> Tasks<P> {
                 return Ok(());
             }
         };
-        // One snapshot seeds every replica of the request; the replicas build meanwhile.
-        // Derived from the task, so a redelivered task asks for the same snapshot.
+        // One snapshot seeds every replica of the request. The replicas build meanwhile,
+        // and each starts restoring it as soon as it is built, while the source is still
+        // taking it. Derived from the task, so a redelivered task asks for the same snapshot.
         let snapshot_id = Uuid::new_v5(&operation_id, source_id.as_bytes());
         self.step("snapshot and provision").await;
         let source_guest = self.guest(source_id).await?;
-        let snapshot = source_guest.create_snapshot(snapshot_id, self.seeding.method);
-        let builds = futures::future::join_all(
-            replicas
-                .iter()
-                .map(|r| self.build(r, Vec::new(), Vec::new(), true)),
-        );
-        let (snapshot, builds) = tokio::join!(snapshot, builds);
-        let snapshot = match snapshot {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                // The source may still write the snapshot (a late delivery of the command
-                // to its restarted agent): delete it once the agent answers again.
-                self.delete_snapshot_later(source_id, snapshot_id);
-                let error = error.during(format!("snapshot of source {source_id}"));
-                for replica in &replicas {
-                    self.finish(replica.id, Err(TaskError::State(error.to_string())))
-                        .await?;
+        let (outcome, taken) = watch::channel::<SnapshotOutcome>(None);
+        let snapshot = async {
+            let result = source_guest
+                .create_snapshot(snapshot_id, self.seeding.method)
+                .await;
+            let shared = match &result {
+                Ok(snapshot) => {
+                    tracing::info!(%snapshot_id, size = snapshot.size_bytes, gtid = %snapshot.gtid_pos, "snapshot taken");
+                    // The replicas finish restoring it and attach.
+                    self.step("attach").await;
+                    Ok(snapshot.clone())
                 }
-                return Ok(());
-            }
+                Err(error) => Err(format!("snapshot of source {source_id}: {error}")),
+            };
+            outcome.send_replace(Some(shared));
+            result
         };
-        tracing::info!(%snapshot_id, size = snapshot.size_bytes, gtid = %snapshot.gtid_pos, "snapshot taken");
-        let attaches = replicas.iter().zip(builds).map(|(replica, built)| {
-            let snapshot = snapshot.clone();
-            let source = &source;
-            async move {
-                let outcome = match built {
-                    Ok(endpoint) => self.attach(source, replica.id, &endpoint, snapshot).await,
-                    Err(e) => Err(e),
-                };
-                self.finish(replica.id, outcome).await
+        let seedings = futures::future::join_all(replicas.iter().map(|replica| {
+            let span = tracing::info_span!("seed", replica_id = %replica.id, %snapshot_id);
+            self.seed(&source, replica, snapshot_id, taken.clone())
+                .instrument(span)
+        }));
+        let (snapshot, recorded) = tokio::join!(snapshot, seedings);
+        if snapshot.is_ok() {
+            self.step("delete snapshot").await;
+            if let Err(error) = source_guest.delete_snapshot(snapshot_id).await {
+                tracing::warn!(%snapshot_id, %error, "could not delete the snapshot");
             }
-        });
-        self.step("attach").await;
-        let recorded: Vec<Result<(), TaskError>> = futures::future::join_all(attaches).await;
-        self.step("delete snapshot").await;
-        if let Err(error) = source_guest.delete_snapshot(snapshot_id).await {
-            tracing::warn!(%snapshot_id, %error, "could not delete the snapshot");
+        } else {
+            // The source may still write the snapshot (a late delivery of the command to
+            // its restarted agent): delete it once the agent answers again.
+            self.delete_snapshot_later(source_id, snapshot_id);
         }
         recorded.into_iter().collect()
+    }
+
+    /// Builds one replica and seeds it from the snapshot while the source takes it, then
+    /// records the outcome on the replica: ACTIVE, or ERROR with the fault. A failed
+    /// snapshot fails the replica with the snapshot's fault at once (its agent, following
+    /// the snapshot, gives up by itself and puts its previous data back).
+    async fn seed(
+        &self,
+        source: &Instance,
+        replica: &Instance,
+        snapshot_id: Uuid,
+        taken: watch::Receiver<SnapshotOutcome>,
+    ) -> Result<(), TaskError> {
+        let outcome = async {
+            // A build runs to its end whatever the snapshot does: a half-made host would
+            // be harder to delete than a whole one.
+            let endpoint = self.build(replica, Vec::new(), Vec::new(), true).await?;
+            tokio::select! {
+                attached = self.attach(source, replica.id, &endpoint, snapshot_id, taken.clone()) => attached,
+                fault = snapshot_failed(taken.clone()) => {
+                    self.drop_replication_user(replica.id).await;
+                    Err(TaskError::State(fault))
+                }
+            }
+        }
+        .await;
+        // A replica that noticed the snapshot's failure before the taskmanager did (the
+        // source removed it) gets the snapshot's fault, which says more. The source's
+        // answer follows at once, or its agent's death within a ping or two; a replica
+        // that failed for reasons of its own does not wait for a snapshot still going.
+        let outcome = match outcome {
+            Err(error) => {
+                let patience = self.timeouts.ping() * 2;
+                match tokio::time::timeout(patience, snapshot_result(taken)).await {
+                    Ok(Err(fault)) => Err(TaskError::State(fault)),
+                    Ok(Ok(_)) | Err(_) => Err(error),
+                }
+            }
+            Ok(()) => Ok(()),
+        };
+        self.finish(replica.id, outcome).await
     }
 
     /// Deletes a snapshot whose source agent does not answer now, trying every
@@ -373,13 +421,16 @@ impl<P: Provisioner> Tasks<P> {
         );
     }
 
-    /// Creates the replica's replication user on the source and attaches the replica.
+    /// Creates the replica's replication user on the source and attaches the replica,
+    /// which restores the snapshot as the source writes it. An agent too old to follow a
+    /// snapshot is sent `Attach` once the snapshot is taken.
     async fn attach(
         &self,
         source: &Instance,
         replica_id: Uuid,
         replica: &Endpoint,
-        snapshot: SnapshotInfo,
+        snapshot_id: Uuid,
+        taken: watch::Receiver<SnapshotOutcome>,
     ) -> Result<(), TaskError> {
         let (Some(source_host), Some(source_port)) = (source.host.clone(), source.port) else {
             return Err(TaskError::State(format!(
@@ -410,14 +461,34 @@ impl<P: Provisioner> Tasks<P> {
                     source.id
                 ))
             })?;
-        let request = AttachRequest {
-            snapshot,
-            source_host,
+        let guest = self.guest(replica_id).await?;
+        let request = AttachFollowingRequest {
+            snapshot_id,
+            source_host: source_host.clone(),
             source_port,
             user: user.name.clone(),
             password: user.password.clone(),
         };
-        if let Err(error) = self.guest(replica_id).await?.attach(request).await {
+        let attached = match guest.attach_following(request).await {
+            Err(error) if error.is_unknown_method() => {
+                tracing::info!(%replica_id, "the replica's agent cannot follow a snapshot; attaching once it is taken");
+                match snapshot_result(taken).await {
+                    Ok(snapshot) => {
+                        let request = AttachRequest {
+                            snapshot,
+                            source_host,
+                            source_port,
+                            user: user.name.clone(),
+                            password: user.password.clone(),
+                        };
+                        guest.attach(request).await.map(|_| ())
+                    }
+                    Err(fault) => Err(TaskError::State(fault)),
+                }
+            }
+            other => other.map(|_| ()),
+        };
+        if let Err(error) = attached {
             self.drop_replication_user(replica_id).await;
             return Err(error.during("attaching the replica"));
         }
@@ -494,6 +565,30 @@ impl<P: Provisioner> Tasks<P> {
                     .await
             }
         }
+    }
+}
+
+/// Waits for the snapshot to fail; never returns if it is taken.
+async fn snapshot_failed(mut taken: watch::Receiver<SnapshotOutcome>) -> String {
+    loop {
+        if let Some(Err(fault)) = &*taken.borrow_and_update() {
+            return fault.clone();
+        }
+        if taken.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Waits for the snapshot's outcome.
+async fn snapshot_result(
+    mut taken: watch::Receiver<SnapshotOutcome>,
+) -> Result<SnapshotInfo, String> {
+    match taken.wait_for(Option::is_some).await {
+        Ok(outcome) => outcome
+            .clone()
+            .unwrap_or_else(|| Err("the snapshot's outcome is unknown".to_owned())),
+        Err(_) => Err("the snapshot step ended without an outcome".to_owned()),
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Broker, Stack, agent_log, eventually, hold, release, slow_backup_tool, sql};
+use common::{Stack, agent_log, eventually, hold, release, sql};
 use std::time::Duration;
 
 #[test]
@@ -71,12 +71,8 @@ fn a_replica_whose_source_cannot_be_snapshotted_ends_in_error_and_the_source_kee
 #[test]
 fn the_source_agent_killed_during_a_physical_snapshot_leaves_no_snapshot_behind() {
     let tools = tempfile::tempdir().unwrap();
-    let tool = slow_backup_tool(tools.path());
     hold(tools.path(), "backup");
-    let stack = Stack::start_with(
-        Broker::Vhost(ferrotrove_tests::RabbitVhost::create()),
-        &[("FTROVE_AGENT__SERVER__BACKUP", &tool)],
-    );
+    let stack = Stack::with_slow_backup_tool(tools.path(), &[]);
     let m1 = stack.create_source("m1");
     let m1_id = m1["id"].as_str().unwrap().to_owned();
     let m1_port = u16::try_from(m1["port"].as_u64().unwrap()).unwrap();
@@ -109,15 +105,7 @@ fn the_source_agent_killed_during_a_physical_snapshot_leaves_no_snapshot_behind(
     // The unfinished snapshot has no record, so nothing can restore it; when the source's
     // agent comes back, it removes what it was writing, and the taskmanager deletes the
     // snapshot (which a late delivery of the command may have finished meanwhile).
-    let snapshots = stack.state.join("snapshots");
-    let stored = || -> Vec<String> {
-        std::fs::read_dir(&snapshots)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
-    };
+    let stored = || stack.stored_snapshots();
     assert!(
         !stored().iter().any(|n| n.ends_with(".json")),
         "{:?}",
@@ -138,21 +126,9 @@ fn the_source_agent_killed_during_a_physical_snapshot_leaves_no_snapshot_behind(
 #[test]
 fn a_replica_agent_killed_during_restore_fails_alone_and_its_sibling_finishes() {
     let tools = tempfile::tempdir().unwrap();
-    let tool = slow_backup_tool(tools.path());
     hold(tools.path(), "prepare");
-    let stack = Stack::start_with(
-        Broker::Vhost(ferrotrove_tests::RabbitVhost::create()),
-        &[("FTROVE_AGENT__SERVER__BACKUP", &tool)],
-    );
-    let m1 = stack.create_source("m1");
-    let m1_port = u16::try_from(m1["port"].as_u64().unwrap()).unwrap();
-    sql(
-        m1_port,
-        "app",
-        "apppass",
-        "USE appdb; CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_50",
-    )
-    .unwrap();
+    let stack = Stack::with_slow_backup_tool(tools.path(), &[]);
+    stack.create_source_with_rows("m1", 50);
     stack.ftrove_ok(&[
         "create",
         "r",
@@ -196,11 +172,13 @@ fn a_replica_agent_killed_during_restore_fails_alone_and_its_sibling_finishes() 
     // The failed replica deletes cleanly; the snapshot is gone once both are settled.
     stack.ftrove_ok(&["delete", "r-1", "--wait"]);
     assert!(!stack.instance_dir(&r1).exists());
-    assert!(eventually(Duration::from_secs(20), || std::fs::read_dir(
-        stack.state.join("snapshots")
-    )
-    .map(|d| d.count() == 0)
-    .unwrap_or(true)));
+    assert!(
+        eventually(Duration::from_secs(20), || stack
+            .stored_snapshots()
+            .is_empty()),
+        "left in the store: {:?}",
+        stack.stored_snapshots()
+    );
     stack.ftrove_ok(&["delete", "r-2", "--wait"]);
     stack.ftrove_ok(&["delete", "m1", "--wait"]);
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Broker, Stack, agent_log, eventually, hold, release, slow_backup_tool, sql};
+use common::{Stack, agent_log, eventually, hold, release, sql};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -107,23 +107,11 @@ fn check_replicates(replica: &Value, name: &str) {
 #[test]
 fn a_replica_task_resumes_after_the_taskmanager_is_killed_at_each_step() {
     let tools = tempfile::tempdir().unwrap();
-    let tool = slow_backup_tool(tools.path());
-    let mut stack = Stack::start_with(
-        Broker::Vhost(ferrotrove_tests::RabbitVhost::create()),
-        &[
-            ("FTROVE_AGENT__SERVER__BACKUP", &tool),
-            ("FTROVE_TASKMANAGER__TIMEOUTS__TASK_LEASE_SECS", "4"),
-        ],
+    let mut stack = Stack::with_slow_backup_tool(
+        tools.path(),
+        &[("FTROVE_TASKMANAGER__TIMEOUTS__TASK_LEASE_SECS", "4")],
     );
-    let m1 = stack.create_source("m1");
-    let m1_port = u16::try_from(m1["port"].as_u64().unwrap()).unwrap();
-    sql(
-        m1_port,
-        "app",
-        "apppass",
-        "USE appdb; CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3)",
-    )
-    .unwrap();
+    stack.create_source_with_rows("m1", 3);
 
     crash_during(
         &mut stack,
@@ -140,12 +128,11 @@ fn a_replica_task_resumes_after_the_taskmanager_is_killed_at_each_step() {
         .count();
     assert_eq!(dirs, 3, "instance directories");
     assert!(
-        eventually(Duration::from_secs(30), || std::fs::read_dir(
-            stack.state.join("snapshots")
-        )
-        .map(|d| d.count() == 0)
-        .unwrap_or(true)),
-        "a snapshot was left behind"
+        eventually(Duration::from_secs(30), || stack
+            .stored_snapshots()
+            .is_empty()),
+        "a snapshot was left behind: {:?}",
+        stack.stored_snapshots()
     );
     for name in ["s1", "s2", "m1"] {
         stack.ftrove_ok(&["delete", name, "--wait"]);

@@ -14,14 +14,14 @@
 //!   admin password to the source's and lock the replica's agent out. This part holds only
 //!   account statements, so the filter cannot hit data or routine bodies.
 
-use super::metered::{HashingReader, HashingWriter, dir_size};
+use super::metered::{CountingReader, CountingWriter, HashingWriter, copy_large, dir_size};
 use super::on_blocking_thread;
 use super::tool::ToolProcess;
 use crate::error::{AgentError, Result};
 use crate::flavor::Flavor;
 use crate::instance::Instance;
 use crate::names::{DatabaseName, SYSTEM_DATABASES};
-use crate::store::{ObjectWriter, data_object};
+use crate::store::{ObjectWriter, SnapshotReader, data_object};
 use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -70,44 +70,46 @@ pub async fn create(instance: &Instance, snapshot_id: Uuid) -> Result<SnapshotIn
     })
 }
 
-/// Checks that the stored dump has the size and SHA-256 that `info` says.
-pub async fn verify(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
-    let store = instance.store.clone();
-    let expected = info.clone();
-    on_blocking_thread("verify", move || {
-        let reader = store.open(&data_object(expected.snapshot_id))?;
-        let mut hashing = HashingReader::new(reader, None);
-        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|err| {
-            AgentError::Internal(format!(
-                "cannot read snapshot {}: {err}",
-                expected.snapshot_id
-            ))
-        })?;
-        check_digest(&expected, hashing.digest())
+/// Reads the dump `reader` reads whole, checking it against its record (as it is
+/// written, when following a snapshot still being taken: a dump loaded into the running
+/// server cannot be taken back, so it is checked before any of it is loaded); then streams
+/// it, decompressed, into the client, logged in as admin, with binary logging off for the
+/// restore session. Each byte is hashed once, in the check. Answers with the record.
+pub async fn restore(instance: &Instance, reader: SnapshotReader) -> Result<SnapshotInfo> {
+    let snapshot_id = reader.snapshot_id();
+    tracing::info!(%snapshot_id, "restoring a logical snapshot");
+    let checking = instance
+        .progress
+        .start("restore", "verifying", reader.expected_size());
+    let mut reader = reader.with_progress(checking.bytes());
+    let info = on_blocking_thread("verify", move || {
+        if let Err(err) = copy_large(&mut reader, &mut std::io::sink()) {
+            return Err(reader.take_failure().unwrap_or_else(|| {
+                AgentError::Internal(format!("cannot read snapshot {snapshot_id}: {err}"))
+            }));
+        }
+        reader.verify()
     })
-    .await
-}
-
-/// Streams the decompressed dump into the client, logged in as admin, with binary logging
-/// off for the restore session.
-pub async fn restore(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
+    .await?;
+    drop(checking);
     let program = instance.config.server.client.clone();
     let client_cnf = instance.paths.client_cnf.clone();
     let args = instance.flavor.restore_args();
     let store = instance.store.clone();
-    let snapshot_id = info.snapshot_id;
     let operation = instance
         .progress
         .start("restore", "loading", Some(info.size_bytes));
     let read = operation.bytes();
-    tracing::info!(%snapshot_id, "restoring a logical snapshot");
     on_blocking_thread("restore", move || {
-        let reader = HashingReader::new(store.open(&data_object(snapshot_id))?, Some(read));
+        let reader = CountingReader {
+            inner: store.open(&data_object(snapshot_id))?,
+            progress: read,
+        };
         restore_stream(&program, &client_cnf, &args, reader, snapshot_id)
     })
     .await?;
     tracing::info!("snapshot restored");
-    Ok(())
+    Ok(info)
 }
 
 /// The user databases of the server: every schema but the server's own.
@@ -179,7 +181,10 @@ fn write_dump(
     let mut encoder = zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(store_error)?;
     let mut gtid_pos = None;
     for run in runs {
-        let mut out = HashingWriter::new(&mut encoder, dumped.clone());
+        let mut out = CountingWriter {
+            inner: &mut encoder,
+            progress: dumped.clone(),
+        };
         let position = dump_once(program, client_cnf, run, flavor, &mut out)?;
         gtid_pos = gtid_pos.or(position);
     }
@@ -243,17 +248,6 @@ fn dump_once(
     Ok(position)
 }
 
-/// Compares what was read or written with what `info` says.
-pub(crate) fn check_digest(info: &SnapshotInfo, (size, sha256): (u64, String)) -> Result<()> {
-    if size != info.size_bytes || !sha256.eq_ignore_ascii_case(&info.sha256) {
-        return Err(AgentError::SnapshotMismatch(format!(
-            "snapshot {} does not match its record: stored {size} bytes with sha256 {sha256}, expected {} bytes with sha256 {}; refusing to restore it",
-            info.snapshot_id, info.size_bytes, info.sha256
-        )));
-    }
-    Ok(())
-}
-
 /// Decompresses `stored` into the client's stdin.
 fn restore_stream(
     program: &str,
@@ -262,7 +256,8 @@ fn restore_stream(
     stored: impl Read,
     snapshot_id: Uuid,
 ) -> Result<()> {
-    let mut decoder = zstd::Decoder::new(stored).map_err(|err| {
+    let stored = std::io::BufReader::with_capacity(1 << 20, stored);
+    let mut decoder = zstd::Decoder::with_buffer(stored).map_err(|err| {
         AgentError::Internal(format!("cannot decompress snapshot {snapshot_id}: {err}"))
     })?;
     let mut tool = ToolProcess::spawn(program, client_cnf, args, Stdio::piped(), Stdio::null())?;
@@ -271,7 +266,7 @@ fn restore_stream(
             "the client's stdin was not captured".to_owned(),
         ));
     };
-    let copied = std::io::copy(&mut decoder, &mut stdin);
+    let copied = copy_large(&mut decoder, &mut stdin);
     // Closing stdin tells the client the dump is complete.
     drop(stdin);
     match copied {
@@ -328,14 +323,20 @@ mod tests {
             size_bytes: 5,
             sha256: hex::encode(Sha256::digest(b"hello")),
         };
-        let read = |bytes: &[u8]| (bytes.len() as u64, hex::encode(Sha256::digest(bytes)));
-        check_digest(&good, read(b"hello")).unwrap();
+        let check = |bytes: &[u8]| {
+            crate::store::follow::check_digest(
+                &good,
+                bytes.len() as u64,
+                &hex::encode(Sha256::digest(bytes)),
+            )
+        };
+        check(b"hello").unwrap();
         assert!(matches!(
-            check_digest(&good, read(b"hellp")),
+            check(b"hellp"),
             Err(AgentError::SnapshotMismatch(_))
         ));
         assert!(matches!(
-            check_digest(&good, read(b"hello!")),
+            check(b"hello!"),
             Err(AgentError::SnapshotMismatch(_))
         ));
     }

@@ -4,10 +4,13 @@
 //! logical (SQL, by the dump tool: slower, independent of the file format). A request picks
 //! one or lets the agent choose (physical when the backup tool is installed).
 //!
-//! A snapshot is two objects in the store (see [`crate::store`]): the data stream and its
-//! record ([`SnapshotInfo`]: format, size, SHA-256 and GTID position), written last. A
-//! snapshot without a record is unfinished and never restored. The record's checksum is
-//! checked against every byte read back before a restored copy is used.
+//! A snapshot is three objects in the store (see [`crate::store`]): a manifest (its
+//! format, written before any data and rewritten every second while it is taken), the
+//! data stream and its record ([`SnapshotInfo`]: format, size, SHA-256 and GTID position),
+//! written last. A snapshot is finished only once its record exists. A replica may start
+//! restoring a snapshot that is still being taken ([`RestoreFrom::Following`]): it reads
+//! the data as it is written and ends once the record is there; either way the record's
+//! checksum is checked against every byte read back before a restored copy is used.
 //!
 //! The work runs on blocking threads, so the agent keeps answering Ping and Status and keeps
 //! heartbeating (with progress) while a snapshot or restore runs.
@@ -17,12 +20,19 @@ mod metered;
 mod physical;
 mod tool;
 
+use crate::config::Compression;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::instance::Instance;
-use crate::store::{data_object, info_object};
+use crate::store::{
+    FollowSettings, MANIFEST_BEAT, SnapshotManifest, SnapshotReader, SnapshotStore, data_object,
+    info_object, manifest_object,
+};
 use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo, SnapshotMethod, SnapshotRequest};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Takes the snapshot `request` asks for. Taking a snapshot that already exists answers
@@ -52,34 +62,142 @@ pub async fn create(instance: &Instance, request: &SnapshotRequest) -> Result<Sn
             )));
         }
     };
+    let format = match (physical, instance.config.snapshots.compression) {
+        (false, _) => SnapshotFormat::LogicalSqlZstd,
+        (true, Compression::None) => SnapshotFormat::PhysicalXbstream,
+        (true, Compression::Zstd) => SnapshotFormat::PhysicalXbstreamZstd,
+    };
     // Marks the snapshot as being written until its record is: if this agent dies
     // meanwhile, its next start removes what was written (see `clean_unfinished`).
     let marker = unfinished_marker(instance, snapshot_id);
     fsutil::create_dir_with_mode(&instance.paths.operations_dir, 0o700)?;
     fsutil::write_atomic(&marker, b"", 0o600)?;
-    let taken = if physical {
-        physical::create(instance, snapshot_id).await
-    } else {
-        logical::create(instance, snapshot_id).await
+    // The manifest goes first, so that replicas following the snapshot know its format
+    // before its first byte, and beats while it is taken, so that they know it is alive.
+    let manifest = SnapshotManifest {
+        snapshot_id,
+        format,
+        beat: 0,
     };
-    let info = match taken {
-        Ok(info) => info,
+    let store = instance.store.clone();
+    let beat = on_blocking_thread("snapshot manifest", move || {
+        ManifestBeat::start(store, manifest)
+    })
+    .await;
+    let beat = match beat {
+        Ok(beat) => beat,
         Err(err) => {
             fsutil::remove_if_exists(&marker)?;
             return Err(err);
         }
     };
-    let record =
-        serde_json::to_vec_pretty(&info).map_err(|err| AgentError::Internal(err.to_string()))?;
-    let store = instance.store.clone();
-    on_blocking_thread("snapshot record", move || {
-        store.write_small(&info_object(snapshot_id), &record)
+    let taken = if physical {
+        physical::create(instance, snapshot_id).await
+    } else {
+        logical::create(instance, snapshot_id).await
+    };
+    let recorded = match taken {
+        Ok(info) => {
+            let store = instance.store.clone();
+            on_blocking_thread("snapshot record", move || {
+                let record = serde_json::to_vec_pretty(&info)
+                    .map_err(|err| AgentError::Internal(err.to_string()))?;
+                store.write_small(&info_object(snapshot_id), &record)?;
+                Ok(info)
+            })
+            .await
+        }
+        Err(err) => Err(err),
+    };
+    on_blocking_thread("snapshot manifest", move || {
+        beat.stop();
+        Ok(())
     })
     .await?;
+    let info = match recorded {
+        Ok(info) => info,
+        Err(err) => {
+            // The data object is gone already (its writer was dropped unfinished); the
+            // manifest goes too, which tells replicas following the snapshot to give up.
+            let store = instance.store.clone();
+            if let Err(cleanup) = on_blocking_thread("snapshot cleanup", move || {
+                store.delete(&data_object(snapshot_id))?;
+                store.delete(&manifest_object(snapshot_id))
+            })
+            .await
+            {
+                tracing::warn!(error = %cleanup, %snapshot_id, "cannot remove a failed snapshot");
+            }
+            fsutil::remove_if_exists(&marker)?;
+            return Err(err);
+        }
+    };
     fsutil::remove_if_exists(&marker)?;
     tracing::info!(%snapshot_id, format = ?info.format, size_bytes = info.size_bytes,
         gtid_pos = %info.gtid_pos, store = %instance.store.describe(), "snapshot taken");
     Ok(info)
+}
+
+/// Rewrites a snapshot's manifest every [`MANIFEST_BEAT`] on a thread of its own (the
+/// copying threads may block on the tool for long), until stopped.
+struct ManifestBeat {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ManifestBeat {
+    /// Writes the manifest (beat 0), then starts beating. Blocking.
+    fn start(
+        store: Arc<dyn SnapshotStore>,
+        mut manifest: SnapshotManifest,
+    ) -> Result<ManifestBeat> {
+        let name = manifest_object(manifest.snapshot_id);
+        let encode = |manifest: &SnapshotManifest| {
+            serde_json::to_vec(manifest).map_err(|err| AgentError::Internal(err.to_string()))
+        };
+        store.write_small(&name, &encode(&manifest)?)?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let span = tracing::Span::current();
+        let thread = std::thread::Builder::new()
+            .name("manifest-beat".to_owned())
+            .spawn(move || {
+                let _entered = span.enter();
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(MANIFEST_BEAT)
+                {
+                    manifest.beat += 1;
+                    let written =
+                        encode(&manifest).and_then(|bytes| store.replace_small(&name, &bytes));
+                    if let Err(err) = written {
+                        tracing::warn!(error = %err, "cannot rewrite the snapshot's manifest");
+                    }
+                }
+            })
+            .map_err(|err| AgentError::Internal(format!("cannot start a thread: {err}")))?;
+        Ok(ManifestBeat {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops beating; returns once the last rewrite is done. Blocking.
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the snapshot manifest's thread panicked");
+        }
+    }
+}
+
+impl Drop for ManifestBeat {
+    fn drop(&mut self) {
+        self.halt();
+    }
 }
 
 fn unfinished_marker(instance: &Instance, snapshot_id: Uuid) -> PathBuf {
@@ -154,10 +272,13 @@ pub async fn delete(instance: &Instance, snapshot_id: Uuid) -> Result<()> {
     remove(instance, snapshot_id).await
 }
 
-/// Removes a snapshot's objects from the store.
+/// Removes a snapshot's objects from the store. The manifest goes first: replicas
+/// following the snapshot then give up (unless they have its record already, and so can
+/// finish what they read).
 async fn remove(instance: &Instance, snapshot_id: Uuid) -> Result<()> {
     let store = instance.store.clone();
     on_blocking_thread("snapshot delete", move || {
+        store.delete(&manifest_object(snapshot_id))?;
         store.delete(&info_object(snapshot_id))?;
         store.delete(&data_object(snapshot_id))
     })
@@ -166,18 +287,52 @@ async fn remove(instance: &Instance, snapshot_id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Restores `info` into this (new, empty) instance. A logical snapshot is checked whole
-/// first and loaded into the running server; a physical one replaces the data dir and is
-/// checked while it is read. The server runs afterwards either way.
-pub async fn restore(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
-    match info.format {
-        SnapshotFormat::LogicalSqlZstd => {
-            logical::verify(instance, info).await?;
-            logical::restore(instance, info).await
+/// What to restore.
+#[derive(Clone, Debug)]
+pub enum RestoreFrom {
+    /// A finished snapshot, as its record describes it.
+    Finished(SnapshotInfo),
+    /// A snapshot that may still be being taken: followed in the store as it is written.
+    Following(Uuid),
+}
+
+/// Restores a snapshot into this (new, empty) instance; answers with its record. A logical
+/// snapshot is read and checked whole first (while it is written, when following) and then
+/// loaded into the running server; a physical one replaces the data dir as it is read, and
+/// is checked before the copy is prepared and started. The server runs afterwards either
+/// way.
+pub async fn restore(instance: &Instance, from: RestoreFrom) -> Result<SnapshotInfo> {
+    let store = instance.store.clone();
+    let (reader, format) = match from {
+        RestoreFrom::Finished(info) => {
+            let format = info.format;
+            let reader =
+                on_blocking_thread("restore", move || SnapshotReader::finished(store, info))
+                    .await?;
+            (reader, format)
         }
+        RestoreFrom::Following(snapshot_id) => {
+            let settings = follow_settings(instance);
+            tracing::info!(%snapshot_id, ?settings, "following a snapshot as it is taken");
+            on_blocking_thread("restore", move || {
+                SnapshotReader::follow(store, snapshot_id, settings)
+            })
+            .await?
+        }
+    };
+    match format {
+        SnapshotFormat::LogicalSqlZstd => logical::restore(instance, reader).await,
         SnapshotFormat::PhysicalXbstream | SnapshotFormat::PhysicalXbstreamZstd => {
-            physical::restore(instance, info).await
+            physical::restore(instance, reader, format).await
         }
+    }
+}
+
+fn follow_settings(instance: &Instance) -> FollowSettings {
+    let snapshots = &instance.config.snapshots;
+    FollowSettings {
+        poll: Duration::from_millis(snapshots.follow_poll_ms),
+        stall: Duration::from_secs(snapshots.follow_stall_secs),
     }
 }
 
@@ -199,12 +354,13 @@ async fn read_info(instance: &Instance, snapshot_id: Uuid) -> Result<Option<Snap
 }
 
 /// Runs file and process work off the async runtime, so that Ping, Status and heartbeats
-/// go on meanwhile.
+/// go on meanwhile; in the caller's tracing span (instance, operation).
 async fn on_blocking_thread<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .map_err(|err| AgentError::Internal(format!("the {what} thread failed: {err}")))?
 }

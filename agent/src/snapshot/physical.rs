@@ -7,14 +7,14 @@
 //! is in the tool's report ("GTID of the last change").
 //!
 //! Restoring one: the replica's server stops, its data dir is set aside, the stored stream
-//! is read back (hashed, and checked against the record before anything uses the result)
-//! into `mbstream -x`, then `mariabackup --prepare` makes the files consistent. The copied
+//! is read back (as it is written, when following a snapshot still being taken; hashed,
+//! and checked against the record before anything uses the result) into `mbstream -x`,
+//! 1 MiB at a time, then `mariabackup --prepare` makes the files consistent. The copied
 //! system tables are the source's, so the server starts with an init file that gives the
 //! admin account this instance's own password. On any failure the set-aside data dir is
 //! put back and the server started as it was.
 
-use super::logical::check_digest;
-use super::metered::{CountingReader, HashingReader, HashingWriter, dir_size};
+use super::metered::{CountingReader, HashingWriter, copy_large, dir_size};
 use super::on_blocking_thread;
 use super::tool::ToolProcess;
 use crate::config::Compression;
@@ -22,9 +22,9 @@ use crate::credentials::read_client_cnf;
 use crate::error::{AgentError, Result};
 use crate::fsutil;
 use crate::instance::Instance;
-use crate::store::data_object;
+use crate::store::{SnapshotReader, data_object};
 use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo};
-use std::io::Write;
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -122,7 +122,7 @@ fn stream_backup(
         progress: copied,
     };
     let copy = match compression {
-        Compression::None => std::io::copy(&mut source, &mut hashing).map(|_| ()),
+        Compression::None => copy_large(&mut source, &mut hashing).map(|_| ()),
         Compression::Zstd => zstd_copy(&mut source, &mut hashing),
     };
     if let Err(err) = copy {
@@ -138,7 +138,7 @@ fn stream_backup(
 fn zstd_copy(source: &mut impl std::io::Read, out: &mut impl Write) -> std::io::Result<()> {
     let mut encoder = zstd::Encoder::new(out, ZSTD_LEVEL)?;
     encoder.multithread(ZSTD_THREADS)?;
-    std::io::copy(source, &mut encoder)?;
+    copy_large(source, &mut encoder)?;
     encoder.finish()?.flush()
 }
 
@@ -155,15 +155,21 @@ fn gtid_in_binlog_info(text: &str) -> String {
     text.split('\t').nth(2).unwrap_or("").trim().to_owned()
 }
 
-/// Replaces the instance's data with the snapshot and starts the server on it. The server
-/// must hold no data of its own (a new replica).
-pub async fn restore(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
+/// Replaces the instance's data with the snapshot `reader` reads (stored as `format`) and
+/// starts the server on it; answers with the snapshot's record. The server must hold no
+/// data of its own (a new replica).
+pub async fn restore(
+    instance: &Instance,
+    reader: SnapshotReader,
+    format: SnapshotFormat,
+) -> Result<SnapshotInfo> {
     let paths = &instance.paths;
     let set_aside = sibling(&paths.data_dir, "before-restore");
+    let snapshot_id = reader.snapshot_id();
     let operation = instance
         .progress
-        .start("restore", "copying", Some(info.size_bytes));
-    tracing::info!(snapshot_id = %info.snapshot_id, "restoring a physical snapshot");
+        .start("restore", "copying", reader.expected_size());
+    tracing::info!(%snapshot_id, "restoring a physical snapshot");
     instance.server.stop().await?;
     if set_aside.exists() {
         std::fs::remove_dir_all(&set_aside)
@@ -171,17 +177,20 @@ pub async fn restore(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
     }
     std::fs::rename(&paths.data_dir, &set_aside)
         .map_err(|err| AgentError::io("set aside", &paths.data_dir, err))?;
-    let restored = replace_data(instance, info, &operation)
+    let restored = replace_data(instance, reader, format, &operation)
         .await
-        .map_err(|err| name_a_full_disk(err, &paths.data_dir, info));
-    if let Err(err) = restored {
-        tracing::warn!(error = %err, "restore failed; putting the previous data dir back");
-        put_back(&paths.data_dir, &set_aside);
-        if let Err(start) = instance.server.start().await {
-            tracing::error!(error = %start, "cannot start the server on its previous data");
+        .map_err(|err| name_a_full_disk(err, &paths.data_dir, snapshot_id));
+    let info = match restored {
+        Ok(info) => info,
+        Err(err) => {
+            tracing::warn!(error = %err, "restore failed; putting the previous data dir back");
+            put_back(&paths.data_dir, &set_aside);
+            if let Err(start) = instance.server.start().await {
+                tracing::error!(error = %start, "cannot start the server on its previous data");
+            }
+            return Err(err);
         }
-        return Err(err);
-    }
+    };
     operation.stage("starting");
     let admin = read_client_cnf(&paths.client_cnf)?.ok_or_else(|| {
         AgentError::Internal(format!("{} is missing", paths.client_cnf.display()))
@@ -198,25 +207,24 @@ pub async fn restore(instance: &Instance, info: &SnapshotInfo) -> Result<()> {
         tracing::warn!(error = %err, dir = %set_aside.display(), "cannot remove the previous data dir");
     }
     tracing::info!("physical snapshot restored");
-    Ok(())
+    Ok(info)
 }
 
 /// Fills a new data dir from the store, checks it, prepares it and hands it to the
-/// server's user.
+/// server's user; answers with the snapshot's record.
 async fn replace_data(
     instance: &Instance,
-    info: &SnapshotInfo,
+    reader: SnapshotReader,
+    format: SnapshotFormat,
     operation: &crate::progress::Operation,
-) -> Result<()> {
+) -> Result<SnapshotInfo> {
     let data_dir = instance.paths.data_dir.clone();
     fsutil::create_dir_with_mode(&data_dir, 0o750)?;
-    let store = instance.store.clone();
     let extract = instance.config.server.backup_extract.clone();
-    let expected = info.clone();
-    let read = operation.bytes();
+    let reader = reader.with_progress(operation.bytes());
     let target = data_dir.clone();
-    on_blocking_thread("restore", move || {
-        extract_stream(&store, &extract, &expected, &target, read)
+    let info = on_blocking_thread("restore", move || {
+        extract_stream(reader, format, &extract, &target)
     })
     .await?;
     operation.stage("preparing");
@@ -247,19 +255,18 @@ async fn replace_data(
     if let Some(user) = instance.server.run_as()? {
         chown_tree(&data_dir, user)?;
     }
-    Ok(())
+    Ok(info)
 }
 
-/// Streams the stored snapshot into `mbstream -x -C target`, then compares what was read
-/// with the record.
+/// Streams the snapshot into `mbstream -x -C target`, then compares what was read with
+/// the record; answers with the record.
 fn extract_stream(
-    store: &Arc<dyn crate::store::SnapshotStore>,
+    mut stored: SnapshotReader,
+    format: SnapshotFormat,
     program: &str,
-    info: &SnapshotInfo,
     target: &Path,
-    read: Arc<AtomicU64>,
-) -> Result<()> {
-    let mut stored = HashingReader::new(store.open(&data_object(info.snapshot_id))?, Some(read));
+) -> Result<SnapshotInfo> {
+    let snapshot_id = stored.snapshot_id();
     let args = vec![
         "-x".to_owned(),
         "-C".to_owned(),
@@ -271,28 +278,30 @@ fn extract_stream(
             "the extractor's stdin was not captured".to_owned(),
         ));
     };
-    let copied = match info.format {
-        SnapshotFormat::PhysicalXbstreamZstd => zstd::Decoder::new(&mut stored)
-            .and_then(|mut decoder| std::io::copy(&mut decoder, &mut stdin)),
-        _ => std::io::copy(&mut stored, &mut stdin),
+    let copied = match format {
+        SnapshotFormat::PhysicalXbstreamZstd => {
+            zstd::Decoder::with_buffer(BufReader::with_capacity(1 << 20, &mut stored))
+                .and_then(|mut decoder| copy_large(&mut decoder, &mut stdin))
+        }
+        _ => copy_large(&mut stored, &mut stdin),
     };
     drop(stdin);
     match copied {
         Ok(_) => tool.finish()?,
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => tool.finish()?,
         Err(err) => {
-            return Err(tool.abort(format!(
-                "cannot feed it snapshot {}: {err}",
-                info.snapshot_id
-            )));
+            let reason = format!("cannot feed it snapshot {snapshot_id}: {err}");
+            let tool_error = tool.abort(reason);
+            // The snapshot's own failure (abandoned, not found) says more than the tool's.
+            return Err(stored.take_failure().unwrap_or(tool_error));
         }
     }
-    check_digest(info, stored.digest())
+    stored.verify()
 }
 
 /// A restore that failed because the disk filled up says so, naming the disk, whichever
 /// tool noticed first.
-fn name_a_full_disk(err: AgentError, data_dir: &Path, info: &SnapshotInfo) -> AgentError {
+fn name_a_full_disk(err: AgentError, data_dir: &Path, snapshot_id: Uuid) -> AgentError {
     let Some((free, total)) = fsutil::space(data_dir) else {
         return err;
     };
@@ -302,12 +311,10 @@ fn name_a_full_disk(err: AgentError, data_dir: &Path, info: &SnapshotInfo) -> Ag
         return err;
     }
     AgentError::DiskFull(format!(
-        "the disk holding {} is full ({} MiB free of {} MiB; snapshot {} needs about {} MiB): {text}",
+        "the disk holding {} is full ({} MiB free of {} MiB) while restoring snapshot {snapshot_id}: {text}",
         data_dir.display(),
         free >> 20,
         total >> 20,
-        info.snapshot_id,
-        info.size_bytes >> 20,
     ))
 }
 

@@ -1,5 +1,11 @@
 //! Snapshots as files in a directory: `<name>.partial` while written, renamed into place
-//! once synced.
+//! once finished. A reader may follow `<name>.partial` while it grows: the rename keeps
+//! the file (its inode), so an open reader reads on into the finished object.
+//!
+//! Finishing does not fsync the data: the record (written after it, durably) holds its
+//! SHA-256, which every reader checks before the data is used, so data torn by a power
+//! loss is refused, never used; and a seeding snapshot lives only while its replicas
+//! restore it. Its name is synced into the directory.
 
 use super::{ObjectWriter, SnapshotStore};
 use crate::error::{AgentError, Result};
@@ -54,7 +60,6 @@ impl ObjectWriter for FileWriter {
     fn finish(mut self: Box<Self>) -> Result<()> {
         self.file
             .flush()
-            .and_then(|()| self.file.get_ref().sync_all())
             .map_err(|err| AgentError::io("write", &self.partial, err))?;
         fs::rename(&self.partial, &self.target)
             .map_err(|err| AgentError::io("rename into place", &self.target, err))?;
@@ -104,6 +109,18 @@ impl SnapshotStore for DirectoryStore {
         }
     }
 
+    fn open_unfinished(&self, name: &str) -> Result<Option<Box<dyn Read + Send>>> {
+        // The finished object first: a writer renames its partial file into place.
+        for path in [self.path(name), self.partial(name)] {
+            match fs::File::open(&path) {
+                Ok(file) => return Ok(Some(Box::new(file))),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(AgentError::io("open", &path, err)),
+            }
+        }
+        Ok(None)
+    }
+
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(name);
         match fs::read(&path) {
@@ -116,6 +133,11 @@ impl SnapshotStore for DirectoryStore {
     fn write_small(&self, name: &str, bytes: &[u8]) -> Result<()> {
         fsutil::create_dir_with_mode(&self.dir, DIR_MODE)?;
         fsutil::write_atomic(&self.path(name), bytes, FILE_MODE)
+    }
+
+    fn replace_small(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        fsutil::create_dir_with_mode(&self.dir, DIR_MODE)?;
+        fsutil::replace_atomic(&self.path(name), bytes, FILE_MODE)
     }
 
     fn delete(&self, name: &str) -> Result<()> {
@@ -162,5 +184,26 @@ mod tests {
         store.delete("a.data").unwrap();
         store.delete("a.data").unwrap();
         assert!(store.read_small("a.data").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_unfinished_object_is_read_as_it_grows_and_on_into_the_finished_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirectoryStore::new(&tmp.path().join("snaps"));
+        assert!(store.open_unfinished("c.data").unwrap().is_none());
+        let mut writer = store.create("c.data").unwrap();
+        writer.write_all(b"first ").unwrap();
+        writer.flush().unwrap();
+        let mut reader = store
+            .open_unfinished("c.data")
+            .unwrap()
+            .expect("the partial file");
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"first ");
+        writer.write_all(b"second").unwrap();
+        writer.finish().unwrap();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"first second");
     }
 }

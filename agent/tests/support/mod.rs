@@ -51,10 +51,16 @@ pub struct TestServer {
 impl TestServer {
     /// An instance that is configured but not prepared.
     pub fn new(snapshot_dir: &Path) -> TestServer {
-        TestServer::new_in(shared_tempdir(), snapshot_dir, None)
+        TestServer::new_in(shared_tempdir(), snapshot_dir, None, "")
     }
 
-    fn new_in(dir: TempDir, snapshot_dir: &Path, mount: Option<PathBuf>) -> TestServer {
+    /// `snapshots` holds more `[snapshots]` settings, one `key = value` a line.
+    fn new_in(
+        dir: TempDir,
+        snapshot_dir: &Path,
+        mount: Option<PathBuf>,
+        snapshots: &str,
+    ) -> TestServer {
         let port = free_port();
         let toml = format!(
             r#"
@@ -67,11 +73,12 @@ impl TestServer {
             start_timeout_secs = 30
             stop_timeout_secs = 30
             [snapshots]
-            dir = "{snapshots}"
+            dir = "{snapshot_dir}"
+            {snapshots}
             "#,
             id = Uuid::now_v7(),
             base = dir.path().join("instance").display(),
-            snapshots = snapshot_dir.display(),
+            snapshot_dir = snapshot_dir.display(),
         );
         let config = AgentConfig::from_toml(&toml).expect("a valid test config");
         TestServer {
@@ -110,6 +117,18 @@ impl TestServer {
             .await
     }
 
+    /// [`TestServer::prepared_replica`] with more `[snapshots]` settings (`key = value`
+    /// lines).
+    pub async fn prepared_replica_with(
+        snapshot_dir: &Path,
+        server_id: u32,
+        snapshots: &str,
+    ) -> TestServer {
+        TestServer::new_in(shared_tempdir(), snapshot_dir, None, snapshots)
+            .prepare_as_replica(server_id)
+            .await
+    }
+
     async fn prepare_as_replica(self, server_id: u32) -> TestServer {
         let request = PrepareRequest {
             server_id,
@@ -141,7 +160,7 @@ impl TestServer {
                 &mount.display().to_string(),
             ],
         );
-        TestServer::new_in(dir, snapshot_dir, Some(mount))
+        TestServer::new_in(dir, snapshot_dir, Some(mount), "")
             .prepare_as_replica(server_id)
             .await
     }

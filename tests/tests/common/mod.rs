@@ -389,6 +389,42 @@ impl Stack {
         self.ftrove_json(&["show", name])
     }
 
+    /// [`Stack::create_source`] with rows 1 to `rows` in `appdb.t` (one INT column, `id`);
+    /// returns the port the source listens on.
+    pub fn create_source_with_rows(&self, name: &str, rows: u32) -> u16 {
+        let source = self.create_source(name);
+        let port = u16::try_from(source["port"].as_u64().expect("a port")).expect("a port");
+        sql(
+            port,
+            "app",
+            "apppass",
+            &format!(
+                "USE appdb; CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_{rows}"
+            ),
+        )
+        .expect("write the source's rows");
+        port
+    }
+
+    /// A stack on a vhost of its own whose agents run [`slow_backup_tool`] (written into
+    /// `tools`), with `env` added to the taskmanager's environment.
+    pub fn with_slow_backup_tool(tools: &Path, env: &[(&str, &str)]) -> Stack {
+        let tool = slow_backup_tool(tools);
+        let mut all = vec![("FTROVE_AGENT__SERVER__BACKUP", tool.as_str())];
+        all.extend_from_slice(env);
+        Stack::start_with(Broker::Vhost(RabbitVhost::create()), &all)
+    }
+
+    /// The names of the files in the stack's snapshot store.
+    pub fn stored_snapshots(&self) -> Vec<String> {
+        std::fs::read_dir(self.state.join("snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// The directory of one instance under the local provisioner.
     pub fn instance_dir(&self, id: &str) -> PathBuf {
         self.state.join("instances").join(id)
