@@ -167,6 +167,22 @@ async fn run_server(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes `queues`, the run's dead letters and its exchange: a run leaves nothing behind.
+async fn remove_topology(bus: &Bus, run_id: &str, queues: &[&str]) {
+    let exchange = format!("ftrove-bench-{run_id}");
+    let dead = ferrotrove_bus::dead_letter_name(&exchange);
+    for queue in queues.iter().copied().chain([dead.as_str()]) {
+        if let Err(error) = bus.delete_queue(queue).await {
+            eprintln!("cleanup: queue {queue}: {error}");
+        }
+    }
+    for exchange in [&dead, &exchange] {
+        if let Err(error) = bus.delete_exchange(exchange).await {
+            eprintln!("cleanup: exchange {exchange}: {error}");
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -239,9 +255,9 @@ async fn run_all(args: Args) -> anyhow::Result<()> {
     let (cast_rate, rss_after) = measure_casts(&bus, &q, &args, false).await?;
     let (transient_rate, _) = measure_casts(&bus, &q, &args, true).await?;
 
-    bus.delete_queue(&q).await.ok();
-    bus.close().await;
     drop(child);
+    remove_topology(&bus, &run_id, &[&q]).await;
+    bus.close().await;
 
     let agent_rss = if args.no_agent {
         None
@@ -365,8 +381,8 @@ fn idle_agent_rss(args: &Args, run_id: &str) -> anyhow::Result<u64> {
     // The agent's heartbeats declared a conductor queue on this run's exchange; remove it.
     tokio::runtime::Handle::current().block_on(async {
         if let Ok(bus) = Bus::connect(&bus_config(args, run_id), "bench-cleanup").await {
-            let _ = bus.delete_queue(ferrotrove_proto::queues::CONDUCTOR).await;
-            let _ = bus.delete_queue(&ferrotrove_proto::queues::guest(id)).await;
+            let guest = ferrotrove_proto::queues::guest(id);
+            remove_topology(&bus, run_id, &[ferrotrove_proto::queues::CONDUCTOR, &guest]).await;
             bus.close().await;
         }
     });

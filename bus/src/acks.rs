@@ -62,7 +62,9 @@ impl AckWindow {
         }
         self.handled.sort_unstable();
         let oldest_in_progress = self.in_progress.first().copied().unwrap_or(u64::MAX);
-        let below = self.handled.partition_point(|&tag| tag < oldest_in_progress);
+        let below = self
+            .handled
+            .partition_point(|&tag| tag < oldest_in_progress);
         let mut acks = Vec::with_capacity(1 + self.handled.len() - below);
         if below > 0 {
             acks.push(Ack {
@@ -143,7 +145,13 @@ mod tests {
     #[test]
     fn a_long_handler_holds_back_no_later_ack() {
         use Event::*;
-        let mut w = window(&[Delivered(1), Delivered(2), Delivered(3), Handled(2), Handled(3)]);
+        let mut w = window(&[
+            Delivered(1),
+            Delivered(2),
+            Delivered(3),
+            Handled(2),
+            Handled(3),
+        ]);
         assert_eq!(w.take_acks(), vec![ack(2, false), ack(3, false)]);
         w.apply(Handled(1));
         // 2 and 3 are settled; the multiple ack on 1 settles only 1.

@@ -85,7 +85,10 @@ impl BusConfig {
     /// unset `frame_max` costs every process 8 MiB of resident memory.
     pub fn amqp_uri(&self) -> Result<AMQPUri, String> {
         let mut uri: AMQPUri = self.url.parse().map_err(|reason: String| {
-            format!("bus.url {} is not an AMQP URL: {reason}", self.redacted_url())
+            format!(
+                "bus.url {} is not an AMQP URL: {reason}",
+                self.redacted_url()
+            )
         })?;
         uri.query.frame_max.get_or_insert(FRAME_MAX);
         Ok(uri)

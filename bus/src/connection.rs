@@ -6,8 +6,8 @@ use crate::{BusConfig, BusError, TlsConfig, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, Method, RemoteError, queues};
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -363,6 +363,16 @@ impl Bus {
             .queue_delete(queue.into(), QueueDeleteOptions::default())
             .await?;
         inner.declared().remove(queue);
+        Ok(())
+    }
+
+    /// Deletes an exchange (a benchmark's or a test's own, when it is done).
+    pub async fn delete_exchange(&self, exchange: &str) -> Result<(), BusError> {
+        let inner = self.inner().await?;
+        inner
+            .channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await?;
         Ok(())
     }
 

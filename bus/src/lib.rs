@@ -15,8 +15,8 @@
 //!
 //! It must not know what any method means: it moves [`ferrotrove_proto::Envelope`]s.
 
-pub mod auth;
 mod acks;
+pub mod auth;
 mod config;
 mod connection;
 pub mod daemon;

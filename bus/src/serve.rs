@@ -1,5 +1,6 @@
 //! The consuming side: a queue's deliveries, decoded and handed to a typed handler.
 
+use crate::acks::{self, Event};
 use crate::auth::{SigningKey, Verifier};
 use crate::connection::{Bus, CONTENT_TYPE, declare_and_bind};
 use crate::{BusError, now_ms};
@@ -7,7 +8,6 @@ use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, ErrorKind, Method, PROTOCOL_VERSION, RemoteError};
 use futures::StreamExt;
 use lapin::message::Delivery;
-use crate::acks::{self, Event};
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions,

@@ -76,9 +76,9 @@ impl Handler for EchoServer {
             }
             Echo::Hold => {
                 let permit = self.held.acquire().await;
-                permit.map(|p| p.forget()).map_err(|_| {
-                    RemoteError::new(ErrorKind::Internal, "the hold was closed")
-                })?;
+                permit
+                    .map(|p| p.forget())
+                    .map_err(|_| RemoteError::new(ErrorKind::Internal, "the hold was closed"))?;
                 Ok("released".into())
             }
         }
@@ -293,7 +293,12 @@ async fn acks_are_coalesced_and_a_held_message_holds_back_nothing() {
         .unwrap()
         .lines()
         .find(|line| line.split_whitespace().next() == Some("work"))
-        .map(|line| line.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .map(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
