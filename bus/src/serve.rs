@@ -152,22 +152,16 @@ impl Bus {
                             tag: delivery.delivery_tag,
                             rejected: rejected_count.clone(),
                         };
-                        let (handler, channel, queue, sender, verifier) = (
+                        let (handler, queue, sender, verifier) = (
                             handler.clone(),
-                            reply_channel.clone(),
                             queue_name.clone(),
                             sender.clone(),
                             verifier.clone(),
                         );
                         tokio::spawn(async move {
-                            let replier = Replier {
-                                channel: &channel,
-                                sender: &sender,
-                                key: verifier.as_deref().and_then(Verifier::reply_key),
-                            };
                             handle_delivery(
                                 &*handler,
-                                replier,
+                                &sender,
                                 &queue,
                                 delivery,
                                 settle,
@@ -196,7 +190,7 @@ impl Bus {
 /// can never be handled, so it goes to the dead-letter queue instead of looping).
 async fn handle_delivery<H: Handler>(
     handler: &H,
-    replier: Replier<'_>,
+    sender: &str,
     queue: &str,
     delivery: Delivery,
     settle: Settle,
@@ -283,6 +277,11 @@ async fn handle_delivery<H: Handler>(
             }
         };
         if let Some(reply_to) = reply_to {
+            let replier = Replier {
+                channel: &settle.channel,
+                sender,
+                key: verifier.and_then(Verifier::reply_key),
+            };
             if let Err(error) = replier.send(&envelope, reply_to, &outcome).await {
                 tracing::warn!(%error, "could not send the reply");
             }

@@ -26,7 +26,7 @@ use crate::fsutil;
 use crate::instance::Instance;
 use crate::store::{
     FollowSettings, MANIFEST_BEAT, SnapshotManifest, SnapshotReader, SnapshotStore, data_object,
-    info_object, manifest_object,
+    info_object, manifest_object, read_record,
 };
 use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo, SnapshotMethod, SnapshotRequest};
 use std::path::PathBuf;
@@ -338,19 +338,10 @@ fn follow_settings(instance: &Instance) -> FollowSettings {
 
 async fn read_info(instance: &Instance, snapshot_id: Uuid) -> Result<Option<SnapshotInfo>> {
     let store = instance.store.clone();
-    let bytes = on_blocking_thread("snapshot record", move || {
-        store.read_small(&info_object(snapshot_id))
+    on_blocking_thread("snapshot record", move || {
+        read_record(store.as_ref(), snapshot_id)
     })
-    .await?;
-    bytes
-        .map(|bytes| {
-            serde_json::from_slice(&bytes).map_err(|err| {
-                AgentError::Internal(format!(
-                    "the record of snapshot {snapshot_id} is not a snapshot record: {err}"
-                ))
-            })
-        })
-        .transpose()
+    .await
 }
 
 /// Runs file and process work off the async runtime, so that Ping, Status and heartbeats

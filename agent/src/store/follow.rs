@@ -20,7 +20,7 @@
 //!   writer's agent rewrites it every second while it writes, whatever its tool does), no
 //!   manifest at all since the follower started (the source never began).
 
-use super::{SnapshotManifest, SnapshotStore, data_object, info_object, manifest_object};
+use super::{SnapshotManifest, SnapshotStore, data_object, read_manifest, read_record};
 use crate::error::{AgentError, Result};
 use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo};
 use sha2::{Digest, Sha256};
@@ -155,30 +155,12 @@ impl SnapshotReader {
         let Some(watch) = self.watch.as_mut() else {
             return Ok(false);
         };
-        let store = &self.store;
+        let store = self.store.as_ref();
         let id = self.snapshot_id;
-        let read_record = |store: &Arc<dyn SnapshotStore>| -> Result<Option<SnapshotInfo>> {
-            store
-                .read_small(&info_object(id))?
-                .map(|bytes| {
-                    serde_json::from_slice::<SnapshotInfo>(&bytes).map_err(|err| {
-                        AgentError::Internal(format!(
-                            "the record of snapshot {id} is not a snapshot record: {err}"
-                        ))
-                    })
-                })
-                .transpose()
-        };
-        let mut record = read_record(store)?;
+        let mut record = read_record(store, id)?;
         if record.is_none() {
-            match store.read_small(&manifest_object(id))? {
-                Some(bytes) => {
-                    let manifest: SnapshotManifest =
-                        serde_json::from_slice(&bytes).map_err(|err| {
-                            AgentError::Internal(format!(
-                                "the manifest of snapshot {id} is not a manifest: {err}"
-                            ))
-                        })?;
+            match read_manifest(store, id)? {
+                Some(manifest) => {
                     if watch.manifest.as_ref() != Some(&manifest) {
                         watch.manifest = Some(manifest);
                         watch.last_sign = Instant::now();
@@ -186,7 +168,7 @@ impl SnapshotReader {
                 }
                 None if watch.manifest.is_some() => {
                     // Gone: unless the writer finished in between, it gave up.
-                    record = read_record(store)?;
+                    record = read_record(store, id)?;
                     if record.is_none() {
                         return Err(AgentError::SnapshotAbandoned(format!(
                             "snapshot {id} was abandoned before it was finished: its writer \
@@ -292,7 +274,7 @@ pub(crate) fn check_digest(info: &SnapshotInfo, size: u64, sha256: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DirectoryStore, ObjectWriter};
+    use crate::store::{DirectoryStore, ObjectWriter, info_object, manifest_object};
     use std::io::Write;
 
     const FAST: FollowSettings = FollowSettings {

@@ -74,6 +74,41 @@ pub fn manifest_object(snapshot_id: uuid::Uuid) -> String {
     format!("{snapshot_id}.started")
 }
 
+/// Reads snapshot `snapshot_id`'s record; `None` until it exists (the snapshot is finished).
+pub fn read_record(
+    store: &dyn SnapshotStore,
+    snapshot_id: uuid::Uuid,
+) -> Result<Option<ferrotrove_proto::agent::SnapshotInfo>> {
+    read_json(store, &info_object(snapshot_id), "record")
+}
+
+/// Reads snapshot `snapshot_id`'s manifest; `None` when there is none (not started, or
+/// abandoned, or deleted).
+pub fn read_manifest(
+    store: &dyn SnapshotStore,
+    snapshot_id: uuid::Uuid,
+) -> Result<Option<SnapshotManifest>> {
+    read_json(store, &manifest_object(snapshot_id), "manifest")
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    store: &dyn SnapshotStore,
+    name: &str,
+    what: &str,
+) -> Result<Option<T>> {
+    store
+        .read_small(name)?
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|err| {
+                crate::error::AgentError::Internal(format!(
+                    "{name} in {} is not a snapshot {what}: {err}",
+                    store.describe()
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// What a snapshot's writer says before its first byte, and again every
 /// [`MANIFEST_BEAT`] while it writes: the format (so that a reader can start before the
 /// record exists) and a beat count (so that a reader can tell a live writer from a dead
