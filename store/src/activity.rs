@@ -95,8 +95,11 @@ impl Store {
     /// ACTIVE or ERROR instance without replicas in BUILD. For messages: decisions are
     /// made inside the transactions of `instances.rs`, which read the same facts.
     pub async fn activity(&self, instance: &Instance) -> Result<Option<Activity>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        read_activity(&mut conn, instance, false).await
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            read_activity(&mut conn, instance, false).await
+        })
+        .await
     }
 }
 

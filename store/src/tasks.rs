@@ -60,50 +60,47 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<TaskClaim, StoreError> {
-        let instances = id_list(instances);
-        let mut conn = self.pool.get_conn().await?;
-        conn.exec_drop(
-            "INSERT IGNORE INTO tasks (id, kind, instance_id, instances, state, step, attempts) \
-             VALUES (?, ?, ?, ?, 'running', '', 0)",
-            (id.to_string(), kind, instance_id.to_string(), &instances),
-        )
-        .await?;
-        conn.exec_drop(
-            "UPDATE tasks SET owner = ?, lease_until = UTC_TIMESTAMP(3) + INTERVAL ? MICROSECOND, \
-             attempts = attempts + 1, instances = COALESCE(instances, ?) \
-             WHERE id = ? AND state = 'running' \
-             AND (owner IS NULL OR owner = ? OR lease_until < UTC_TIMESTAMP(3))",
-            (
-                owner,
-                lease.as_micros() as u64,
-                &instances,
-                id.to_string(),
-                owner,
-            ),
-        )
-        .await?;
-        let claimed = conn.affected_rows() == 1;
-        let row: Option<(String, Option<String>, u32, String)> = conn
-            .exec_first(
-                "SELECT state, owner, attempts, step FROM tasks WHERE id = ?",
-                (id.to_string(),),
+        self.bounded(async {
+            let instances = id_list(instances);
+            let mut conn = self.pool.get_conn().await?;
+            conn.exec_drop(
+                "INSERT IGNORE INTO tasks (id, kind, instance_id, instances, state, step, attempts) \
+                 VALUES (?, ?, ?, ?, 'running', '', 0)",
+                (id.to_string(), kind, instance_id.to_string(), &instances),
             )
             .await?;
-        let Some((state, holder, attempts, step)) = row else {
-            return Err(StoreError::Corrupt(format!(
-                "task {id} vanished while claimed"
-            )));
-        };
-        Ok(match (claimed, state.as_str()) {
-            (true, _) => TaskClaim::Run {
-                attempt: attempts,
-                step,
-            },
-            (false, "running") => TaskClaim::HeldBy {
-                owner: holder.unwrap_or_default(),
-            },
-            (false, _) => TaskClaim::Finished,
+            conn.exec_drop(
+                "UPDATE tasks SET owner = ?, lease_until = UTC_TIMESTAMP(3) + INTERVAL ? MICROSECOND, \
+                 attempts = attempts + 1, instances = COALESCE(instances, ?) \
+                 WHERE id = ? AND state = 'running' \
+                 AND (owner IS NULL OR owner = ? OR lease_until < UTC_TIMESTAMP(3))",
+                (owner, lease.as_micros() as u64, &instances, id.to_string(), owner),
+            )
+            .await?;
+            let claimed = conn.affected_rows() == 1;
+            let row: Option<(String, Option<String>, u32, String)> = conn
+                .exec_first(
+                    "SELECT state, owner, attempts, step FROM tasks WHERE id = ?",
+                    (id.to_string(),),
+                )
+                .await?;
+            let Some((state, holder, attempts, step)) = row else {
+                return Err(StoreError::Corrupt(format!(
+                    "task {id} vanished while claimed"
+                )));
+            };
+            Ok(match (claimed, state.as_str()) {
+                (true, _) => TaskClaim::Run {
+                    attempt: attempts,
+                    step,
+                },
+                (false, "running") => TaskClaim::HeldBy {
+                    owner: holder.unwrap_or_default(),
+                },
+                (false, _) => TaskClaim::Finished,
+            })
         })
+        .await
     }
 
     /// Extends `owner`'s lease; `false` when `owner` no longer holds the task.
@@ -113,14 +110,17 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        conn.exec_drop(
-            "UPDATE tasks SET lease_until = UTC_TIMESTAMP(3) + INTERVAL ? MICROSECOND \
-             WHERE id = ? AND owner = ? AND state = 'running'",
-            (lease.as_micros() as u64, id.to_string(), owner),
-        )
-        .await?;
-        Ok(conn.affected_rows() == 1)
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            conn.exec_drop(
+                "UPDATE tasks SET lease_until = UTC_TIMESTAMP(3) + INTERVAL ? MICROSECOND \
+                 WHERE id = ? AND owner = ? AND state = 'running'",
+                (lease.as_micros() as u64, id.to_string(), owner),
+            )
+            .await?;
+            Ok(conn.affected_rows() == 1)
+        })
+        .await
     }
 
     /// Records that the task reached `step`, before the step starts.
@@ -130,13 +130,16 @@ impl Store {
         owner: &str,
         step: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        conn.exec_drop(
-            "UPDATE tasks SET step = ? WHERE id = ? AND owner = ?",
-            (step, id.to_string(), owner),
-        )
-        .await?;
-        Ok(())
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            conn.exec_drop(
+                "UPDATE tasks SET step = ? WHERE id = ? AND owner = ?",
+                (step, id.to_string(), owner),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Ends the task: `done`, or `failed` with what went wrong (its instances carry the
@@ -147,46 +150,52 @@ impl Store {
         owner: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        conn.exec_drop(
-            "UPDATE tasks SET state = ?, error = ?, lease_until = NULL \
-             WHERE id = ? AND owner = ?",
-            (
-                if error.is_some() { "failed" } else { "done" },
-                error,
-                id.to_string(),
-                owner,
-            ),
-        )
-        .await?;
-        Ok(())
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            conn.exec_drop(
+                "UPDATE tasks SET state = ?, error = ?, lease_until = NULL \
+                 WHERE id = ? AND owner = ?",
+                (
+                    if error.is_some() { "failed" } else { "done" },
+                    error,
+                    id.to_string(),
+                    owner,
+                ),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// One task's row.
     pub async fn get_task(&self, id: Uuid) -> Result<Option<TaskRow>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let row: Option<mysql_async::Row> = conn
-            .exec_first(
-                "SELECT id, kind, instance_id, instances, state, step, owner, attempts \
-                 FROM tasks WHERE id = ?",
-                (id.to_string(),),
-            )
-            .await?;
-        row.map(|mut row| {
-            Ok(TaskRow {
-                id: take_uuid(&mut row, "id")?,
-                kind: take(&mut row, "kind")?,
-                instance_id: take_uuid(&mut row, "instance_id")?,
-                instances: take::<Option<String>>(&mut row, "instances")?
-                    .map(|text| parse_instances(&text))
-                    .transpose()?,
-                state: take(&mut row, "state")?,
-                step: take(&mut row, "step")?,
-                owner: take(&mut row, "owner")?,
-                attempts: take(&mut row, "attempts")?,
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let row: Option<mysql_async::Row> = conn
+                .exec_first(
+                    "SELECT id, kind, instance_id, instances, state, step, owner, attempts \
+                     FROM tasks WHERE id = ?",
+                    (id.to_string(),),
+                )
+                .await?;
+            row.map(|mut row| {
+                Ok(TaskRow {
+                    id: take_uuid(&mut row, "id")?,
+                    kind: take(&mut row, "kind")?,
+                    instance_id: take_uuid(&mut row, "instance_id")?,
+                    instances: take::<Option<String>>(&mut row, "instances")?
+                        .map(|text| parse_instances(&text))
+                        .transpose()?,
+                    state: take(&mut row, "state")?,
+                    step: take(&mut row, "step")?,
+                    owner: take(&mut row, "owner")?,
+                    attempts: take(&mut row, "attempts")?,
+                })
             })
+            .transpose()
         })
-        .transpose()
+        .await
     }
 }
 

@@ -1336,3 +1336,40 @@ async fn replication_user_rows() {
     store.forget_replication_user(replica).await.unwrap();
     assert!(store.replication_user_of(replica).await.unwrap().is_none());
 }
+
+/// A control DB that stops answering (a frozen server: connections are accepted, nothing
+/// answers) fails each operation after `timeout_secs` as unavailable, instead of hanging;
+/// once it answers again, so does the store.
+#[tokio::test]
+async fn operations_on_a_server_that_does_not_answer_time_out() {
+    let mut server = ferrotrove_tests::mariadb_server::MariadbServer::start();
+    let config = ferrotrove_store::StoreConfig {
+        url: server.url(),
+        database: "ftrove_timeout".to_owned(),
+        pool_max: 2,
+        timeout_secs: 1,
+    };
+    let store = Store::connect(&config).await.unwrap();
+    assert!(!store.list_flavors().await.unwrap().is_empty());
+
+    server.freeze();
+    // More operations than the pool has connections: none waits for ever.
+    for _ in 0..3 {
+        let err = store.list_flavors().await.unwrap_err();
+        assert!(matches!(err, StoreError::Timeout(_)), "{err}");
+        assert_eq!(err.kind(), ferrotrove_proto::ErrorKind::Unavailable);
+    }
+    server.thaw();
+    assert!(!store.list_flavors().await.unwrap().is_empty());
+
+    // Stopped: refused at once, as unavailable too; started again: served.
+    server.stop();
+    let err = store.list_flavors().await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ferrotrove_proto::ErrorKind::Unavailable,
+        "{err}"
+    );
+    server.boot();
+    assert!(!store.list_flavors().await.unwrap().is_empty());
+}

@@ -135,6 +135,7 @@ impl TestApi {
             url: db.server_url().to_owned(),
             database: db.name.clone(),
             pool_max: 4,
+            ..StoreConfig::default()
         };
         let store = Store::connect(&store_config)
             .await
