@@ -12,6 +12,8 @@
 //! url = "mysql://root@127.0.0.1:3306" # a secret: never logged
 //! database = "ferrotrove"
 //! pool_max = 10
+//! timeout_secs = 10                   # how long one store operation may wait for the
+//!                                     # control DB before a request gets 503
 //!
 //! [bus]                               # the message broker (see ferrotrove_bus::BusConfig)
 //! url = "amqp://guest:guest@127.0.0.1:5672/%2f"   # a secret: never logged

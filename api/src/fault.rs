@@ -89,7 +89,7 @@ impl From<StoreError> for Fault {
             StoreError::Conflict(message) => Fault::new(StatusCode::CONFLICT, message),
             other if other.kind() == ferrotrove_proto::ErrorKind::Unavailable => {
                 tracing::error!(error = %other, "control DB unreachable");
-                Fault::unavailable("The control database is unavailable; try again later.")
+                Fault::unavailable("The control database is unreachable; try again later.")
             }
             other => {
                 tracing::error!(error = %other, "control DB request failed");
@@ -149,6 +149,14 @@ mod tests {
         assert_eq!(
             Fault::from(StoreError::Conflict("two".into())).status,
             StatusCode::CONFLICT
+        );
+        let timeout = Fault::from(StoreError::Timeout(std::time::Duration::from_secs(10)));
+        assert_eq!(
+            (timeout.status, timeout.message.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The control database is unreachable; try again later."
+            )
         );
         let corrupt = Fault::from(StoreError::Corrupt("bad row".into()));
         assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);

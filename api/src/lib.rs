@@ -15,7 +15,7 @@
 //! - `validate`: checks on user input; `extract`: extractors that fail with faults;
 //! - `fault`: Trove's error shape, and the one mapping of store and bus errors to HTTP;
 //!   `busy`: the 422s for actions on busy instances;
-//! - `trace`: a span per request;
+//! - `trace`: a span per request; [`panics`]: a panic answers 500 and is logged once;
 //! - [`admin`]: `ftrove-api tokens add|list|revoke`, the control DB's API tokens.
 //!
 //! [`run`] serves on a listener the caller binds, until a shutdown future completes, so
@@ -29,6 +29,7 @@ mod busy;
 mod extract;
 mod fault;
 mod liveness;
+pub mod panics;
 mod routes;
 mod state;
 mod trace;

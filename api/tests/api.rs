@@ -727,7 +727,8 @@ async fn replicas_detach_and_delete() {
         )),
         "{message}"
     );
-    api.running_task("create_replicas", source, "attach").await;
+    api.running_task("create_replicas", source, &[r2_1, r2_2], "attach")
+        .await;
     let message = assert_fault(
         &api.delete(&format!("/instances/{r2_1}")).await,
         422,
@@ -808,7 +809,9 @@ async fn busy_instances_are_refused_with_what_they_are_busy_with() {
 
     // Being created, its task at its first step: not deleted.
     let m = api.create_instance("m").await;
-    let create = api.running_task("create", m, "provision and prepare").await;
+    let create = api
+        .running_task("create", m, &[m], "provision and prepare")
+        .await;
     let message = not_possible(&api.delete(&format!("/instances/{m}")).await);
     assert!(
         message.starts_with(&format!(
@@ -873,7 +876,7 @@ async fn busy_instances_are_refused_with_what_they_are_busy_with() {
         StatusCode::ACCEPTED
     );
     api.tasks.next().await;
-    let detaching = api.running_task("detach", r, "detach").await;
+    let detaching = api.running_task("detach", r, &[r], "detach").await;
     for response in [
         api.delete(&format!("/instances/{r}")).await,
         api.put(&format!("/instances/{r}"), detach.clone()).await,

@@ -590,6 +590,7 @@ async fn bench(args: &Args, run: &Run) -> anyhow::Result<serde_json::Value> {
         url: args.db_url.clone(),
         database: run.database.clone(),
         pool_max: 4,
+        ..StoreConfig::default()
     })
     .await?;
 

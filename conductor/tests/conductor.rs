@@ -28,6 +28,7 @@ async fn db() -> Db {
         url: db.server_url().to_owned(),
         database: db.name.clone(),
         pool_max: 4,
+        ..StoreConfig::default()
     };
     let store = Store::connect(&config)
         .await

@@ -40,6 +40,18 @@ impl TaskRequest {
             Self::DeleteInstance { instance_id } => ("delete", *instance_id),
         }
     }
+
+    /// The instances the task builds or changes: for a replica request, its replicas (the
+    /// source, which it is about, is only read from); otherwise the instance it is about.
+    /// Recorded with the task, so that a replica names the task that seeds it.
+    pub fn instances(&self) -> Vec<Uuid> {
+        match self {
+            Self::CreateReplicas { replica_ids, .. } => replica_ids.clone(),
+            Self::CreateInstance { instance_id, .. }
+            | Self::DetachReplica { instance_id }
+            | Self::DeleteInstance { instance_id } => vec![*instance_id],
+        }
+    }
 }
 
 impl Method for TaskRequest {
@@ -50,5 +62,23 @@ impl Method for TaskRequest {
             Self::DetachReplica { .. } => "DetachReplica",
             Self::DeleteInstance { .. } => "DeleteInstance",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_request_works_on_its_replicas() {
+        let (source, r1, r2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let request = TaskRequest::CreateReplicas {
+            source_id: source,
+            replica_ids: vec![r1, r2],
+        };
+        assert_eq!(request.subject(), ("create_replicas", source));
+        assert_eq!(request.instances(), [r1, r2]);
+        let detach = TaskRequest::DetachReplica { instance_id: r1 };
+        assert_eq!(detach.instances(), [r1]);
     }
 }

@@ -11,15 +11,27 @@
 //! its task from the queue, or was left behind by a taskmanager that died; either way no
 //! taskmanager acts on it at this moment, which is what lets an operator delete it.
 //!
+//! Which task works on an instance: a replica in BUILD is seeded by the running
+//! `create_replicas` task of its source whose row names it among its `instances`; a
+//! source is busy with the running `create_replicas` tasks that name any of its replicas
+//! in BUILD. So a replica left in BUILD by a task that died reads as such (and may be
+//! deleted) while another request's task seeds other replicas of the same source. A task
+//! recorded before rows named their instances is taken to work on every replica in BUILD
+//! of its source, as it was then, unless another task names the replica; any other task
+//! works on the instance it is about (`instance_id`).
+//!
 //! Read inside the transaction that decides (with `lock`), the task rows are read with
-//! `FOR UPDATE`: a taskmanager that claims a task for the same instance meanwhile waits
-//! for that transaction (its insert or update of the task row needs the locks taken), and
-//! so sees the instance's new status when it loads it.
+//! `FOR UPDATE`: every running task row about the instance, or for a replica about its
+//! source, whatever instances it names, and the index gap after them. A taskmanager that
+//! claims a task for the same instance or source meanwhile waits for that transaction (its
+//! insert or update of the task row needs the locks taken), and so sees the instance's new
+//! status when it loads it.
 
 use crate::Store;
 use crate::StoreError;
 use crate::instances::Instance;
-use crate::rows::{take, take_uuid};
+use crate::rows::{parse_uuid, take, take_uuid};
+use crate::tasks::parse_instances;
 use ferrotrove_proto::status::InstanceStatus;
 use mysql_async::Row;
 use mysql_async::prelude::Queryable;
@@ -64,8 +76,8 @@ pub enum BusyWith {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Activity {
     pub busy_with: BusyWith,
-    /// The running task doing it, once a taskmanager has taken one up (a held one first,
-    /// then the oldest).
+    /// The running task doing it, once a taskmanager has taken one up (see the module's
+    /// doc for which; among several, a held one first, then the oldest).
     pub task: Option<RunningTask>,
     /// Seconds since the instance last changed (seeding: since the newest replica did).
     pub since_secs: u64,
@@ -83,8 +95,11 @@ impl Store {
     /// ACTIVE or ERROR instance without replicas in BUILD. For messages: decisions are
     /// made inside the transactions of `instances.rs`, which read the same facts.
     pub async fn activity(&self, instance: &Instance) -> Result<Option<Activity>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        read_activity(&mut conn, instance, false).await
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            read_activity(&mut conn, instance, false).await
+        })
+        .await
     }
 }
 
@@ -108,14 +123,17 @@ pub(crate) async fn read_activity<Q: Queryable>(
                     )
                     .await?;
                 let source_name = name.unwrap_or_else(|| source_id.to_string());
-                (
-                    BusyWith::SeededFrom {
+                let since = since_updated(q, id).await?;
+                let tasks =
+                    running_tasks(q, source_id, Some("create_replicas"), for_update).await?;
+                return Ok(Some(Activity {
+                    busy_with: BusyWith::SeededFrom {
                         source_id,
                         source_name,
                     },
-                    source_id,
-                    Some("create_replicas"),
-                )
+                    task: seeding_task(tasks, id),
+                    since_secs: since,
+                }));
             }
             None => (BusyWith::Creating, id, Some("create")),
         },
@@ -125,75 +143,137 @@ pub(crate) async fn read_activity<Q: Queryable>(
             (BusyWith::Status(s), id, None)
         }
         InstanceStatus::Active | InstanceStatus::Error | InstanceStatus::Shutdown => {
-            let rows: Vec<(String, i64)> = q
+            let rows: Vec<(String, String, i64)> = q
                 .exec(
                     format!(
-                        "SELECT name, TIMESTAMPDIFF(SECOND, updated, UTC_TIMESTAMP(3)) FROM instances \
+                        "SELECT id, name, TIMESTAMPDIFF(SECOND, updated, UTC_TIMESTAMP(3)) FROM instances \
                          WHERE replica_of = ? AND deleted_at IS NULL AND status = 'BUILD' \
                          ORDER BY created, server_id{for_update}"
                     ),
                     (id.to_string(),),
                 )
                 .await?;
-            let Some(since) = rows.iter().map(|(_, age)| *age).min() else {
+            let Some(since) = rows.iter().map(|(_, _, age)| *age).min() else {
                 return Ok(None);
             };
-            let replicas = rows.into_iter().map(|(name, _)| name).collect();
-            let task = running_task(q, id, Some("create_replicas"), for_update).await?;
+            let mut building = Vec::with_capacity(rows.len());
+            let mut replicas = Vec::with_capacity(rows.len());
+            for (replica, name, _) in rows {
+                building.push(parse_uuid("id", &replica)?);
+                replicas.push(name);
+            }
+            let tasks = running_tasks(q, id, Some("create_replicas"), for_update).await?;
             return Ok(Some(Activity {
                 busy_with: BusyWith::SeedingReplicas { replicas },
-                task,
+                task: source_task(tasks, &building),
                 since_secs: non_negative(since),
             }));
         }
         InstanceStatus::Deleted => return Ok(None),
     };
+    let since = since_updated(q, id).await?;
+    let task = running_tasks(q, subject, kind, for_update)
+        .await?
+        .into_iter()
+        .next()
+        .map(|candidate| candidate.task);
+    Ok(Some(Activity {
+        busy_with,
+        task,
+        since_secs: since,
+    }))
+}
+
+/// Seconds since the instance's row last changed.
+async fn since_updated<Q: Queryable>(q: &mut Q, id: Uuid) -> Result<u64, StoreError> {
     let since: Option<i64> = q
         .exec_first(
             "SELECT TIMESTAMPDIFF(SECOND, updated, UTC_TIMESTAMP(3)) FROM instances WHERE id = ?",
             (id.to_string(),),
         )
         .await?;
-    let task = running_task(q, subject, kind, for_update).await?;
-    Ok(Some(Activity {
-        busy_with,
-        task,
-        since_secs: non_negative(since.unwrap_or(0)),
-    }))
+    Ok(non_negative(since.unwrap_or(0)))
 }
 
-/// The running task about `subject` (of `kind`, when given): one a taskmanager holds
-/// first, else the oldest. With `FOR UPDATE`, every task row of `subject` and the index
-/// gap after them are locked, so no task about it can be claimed or inserted meanwhile.
-async fn running_task<Q: Queryable>(
+/// A running task row and the instances it names (`None`: recorded before rows named
+/// them).
+struct Candidate {
+    task: RunningTask,
+    instances: Option<Vec<Uuid>>,
+}
+
+/// The task seeding `replica`, among the running `create_replicas` tasks of its source
+/// (held first, then oldest): the one that names it; else, when none does, one recorded
+/// without its instances (which may be seeding it).
+fn seeding_task(candidates: Vec<Candidate>, replica: Uuid) -> Option<RunningTask> {
+    let (named, unnamed): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .filter(|c| {
+            c.instances
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&replica))
+        })
+        .partition(|c| c.instances.is_some());
+    named
+        .into_iter()
+        .chain(unnamed)
+        .next()
+        .map(|candidate| candidate.task)
+}
+
+/// The task a source seeding the replicas `building` is busy with, among its running
+/// `create_replicas` tasks (held first, then oldest): the first that names one of them or
+/// was recorded without its instances.
+fn source_task(candidates: Vec<Candidate>, building: &[Uuid]) -> Option<RunningTask> {
+    candidates
+        .into_iter()
+        .find(|c| {
+            c.instances
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|id| building.contains(id)))
+        })
+        .map(|candidate| candidate.task)
+}
+
+/// The running tasks about `subject` (of `kind`, when given): those a taskmanager holds
+/// first, then the oldest. With `FOR UPDATE`, every task row of `subject` read and the
+/// index gap after them are locked, so no task about it can be claimed or inserted
+/// meanwhile.
+async fn running_tasks<Q: Queryable>(
     q: &mut Q,
     subject: Uuid,
     kind: Option<&str>,
     for_update: &str,
-) -> Result<Option<RunningTask>, StoreError> {
-    let row: Option<Row> = q
-        .exec_first(
+) -> Result<Vec<Candidate>, StoreError> {
+    let rows: Vec<Row> = q
+        .exec(
             format!(
-                "SELECT id, kind, step, TIMESTAMPDIFF(SECOND, created, UTC_TIMESTAMP(3)) AS age, \
+                "SELECT id, kind, step, instances, \
+                 TIMESTAMPDIFF(SECOND, created, UTC_TIMESTAMP(3)) AS age, \
                  COALESCE(lease_until >= UTC_TIMESTAMP(3), 0) AS held \
                  FROM tasks WHERE instance_id = ? AND state = 'running' AND (? IS NULL OR kind = ?) \
-                 ORDER BY held DESC, created LIMIT 1{for_update}"
+                 ORDER BY held DESC, created, id{for_update}"
             ),
             (subject.to_string(), kind, kind),
         )
         .await?;
-    row.map(|mut row| {
-        let age: i64 = take(&mut row, "age")?;
-        let held: i64 = take(&mut row, "held")?;
-        Ok(RunningTask {
-            id: take_uuid(&mut row, "id")?,
-            kind: take(&mut row, "kind")?,
-            step: take(&mut row, "step")?,
-            age_secs: non_negative(age),
-            held: held != 0,
+    rows.into_iter()
+        .map(|mut row| {
+            let age: i64 = take(&mut row, "age")?;
+            let held: i64 = take(&mut row, "held")?;
+            let instances: Option<String> = take(&mut row, "instances")?;
+            Ok(Candidate {
+                task: RunningTask {
+                    id: take_uuid(&mut row, "id")?,
+                    kind: take(&mut row, "kind")?,
+                    step: take(&mut row, "step")?,
+                    age_secs: non_negative(age),
+                    held: held != 0,
+                },
+                instances: instances.map(|text| parse_instances(&text)).transpose()?,
+            })
         })
-    })
-    .transpose()
+        .collect()
 }
 
 fn non_negative(secs: i64) -> u64 {

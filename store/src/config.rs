@@ -18,6 +18,13 @@ pub struct StoreConfig {
     pub database: String,
     /// The most connections the pool opens. Default 10.
     pub pool_max: usize,
+    /// How long one store operation may wait for the control DB, in seconds: for a
+    /// connection (waiting for a free one in the pool and connecting included) and for the
+    /// answers to its statements. Past it the operation fails as unavailable
+    /// ([`StoreError::Timeout`]; the API answers 503) instead of waiting for ever on a
+    /// server that does not answer (hung, or its host lost). Migrations at start are not
+    /// bounded by it. Default 10; at least 1.
+    pub timeout_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -26,6 +33,7 @@ impl Default for StoreConfig {
             url: "mysql://root@127.0.0.1:3306".to_owned(),
             database: "ferrotrove".to_owned(),
             pool_max: 10,
+            timeout_secs: 10,
         }
     }
 }
@@ -36,6 +44,7 @@ impl fmt::Debug for StoreConfig {
             .field("url", &"***")
             .field("database", &self.database)
             .field("pool_max", &self.pool_max)
+            .field("timeout_secs", &self.timeout_secs)
             .finish()
     }
 }
@@ -58,7 +67,17 @@ impl StoreConfig {
                 "store pool_max must be at least 1".to_owned(),
             ));
         }
+        if self.timeout_secs == 0 {
+            return Err(StoreError::Config(
+                "store timeout_secs must be at least 1".to_owned(),
+            ));
+        }
         Ok(())
+    }
+
+    /// [`StoreConfig::timeout_secs`] as a duration.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_secs)
     }
 }
 
@@ -102,5 +121,10 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+        let no_time = StoreConfig {
+            timeout_secs: 0,
+            ..Default::default()
+        };
+        assert!(no_time.validate().is_err());
     }
 }

@@ -70,57 +70,60 @@ impl Datastore {
 impl Store {
     /// Every datastore with its versions and aliases, ordered by name.
     pub async fn list_datastores(&self) -> Result<Vec<Datastore>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let ds_rows: Vec<Row> = conn
-            .exec(
-                "SELECT id, name, default_version_id FROM datastores ORDER BY name",
-                (),
-            )
-            .await?;
-        let alias_rows: Vec<(String, String)> = conn
-            .exec(
-                "SELECT datastore_id, alias FROM datastore_aliases ORDER BY alias",
-                (),
-            )
-            .await?;
-        let version_rows: Vec<Row> = conn
-            .exec("SELECT id, datastore_id, name, version, active FROM datastore_versions ORDER BY name", ())
-            .await?;
-        let version_alias_rows: Vec<(String, String)> = conn
-            .exec(
-                "SELECT version_id, alias FROM datastore_version_aliases ORDER BY alias",
-                (),
-            )
-            .await?;
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let ds_rows: Vec<Row> = conn
+                .exec(
+                    "SELECT id, name, default_version_id FROM datastores ORDER BY name",
+                    (),
+                )
+                .await?;
+            let alias_rows: Vec<(String, String)> = conn
+                .exec(
+                    "SELECT datastore_id, alias FROM datastore_aliases ORDER BY alias",
+                    (),
+                )
+                .await?;
+            let version_rows: Vec<Row> = conn
+                .exec("SELECT id, datastore_id, name, version, active FROM datastore_versions ORDER BY name", ())
+                .await?;
+            let version_alias_rows: Vec<(String, String)> = conn
+                .exec(
+                    "SELECT version_id, alias FROM datastore_version_aliases ORDER BY alias",
+                    (),
+                )
+                .await?;
 
-        let mut versions = Vec::with_capacity(version_rows.len());
-        for mut row in version_rows {
-            let id = take_uuid(&mut row, "id")?;
-            versions.push(DatastoreVersion {
-                id,
-                datastore_id: take_uuid(&mut row, "datastore_id")?,
-                name: take(&mut row, "name")?,
-                version: take(&mut row, "version")?,
-                active: take(&mut row, "active")?,
-                aliases: aliases_of(&version_alias_rows, id),
-            });
-        }
-        let mut datastores = Vec::with_capacity(ds_rows.len());
-        for mut row in ds_rows {
-            let id = take_uuid(&mut row, "id")?;
-            datastores.push(Datastore {
-                id,
-                name: take(&mut row, "name")?,
-                default_version_id: take_opt_uuid(&mut row, "default_version_id")?,
-                aliases: aliases_of(&alias_rows, id),
-                versions: versions
-                    .iter()
-                    .filter(|v| v.datastore_id == id)
-                    .cloned()
-                    .collect(),
-            });
-        }
-        Ok(datastores)
+            let mut versions = Vec::with_capacity(version_rows.len());
+            for mut row in version_rows {
+                let id = take_uuid(&mut row, "id")?;
+                versions.push(DatastoreVersion {
+                    id,
+                    datastore_id: take_uuid(&mut row, "datastore_id")?,
+                    name: take(&mut row, "name")?,
+                    version: take(&mut row, "version")?,
+                    active: take(&mut row, "active")?,
+                    aliases: aliases_of(&version_alias_rows, id),
+                });
+            }
+            let mut datastores = Vec::with_capacity(ds_rows.len());
+            for mut row in ds_rows {
+                let id = take_uuid(&mut row, "id")?;
+                datastores.push(Datastore {
+                    id,
+                    name: take(&mut row, "name")?,
+                    default_version_id: take_opt_uuid(&mut row, "default_version_id")?,
+                    aliases: aliases_of(&alias_rows, id),
+                    versions: versions
+                        .iter()
+                        .filter(|v| v.datastore_id == id)
+                        .cloned()
+                        .collect(),
+                });
+            }
+            Ok(datastores)
+        })
+        .await
     }
 
     /// The datastore `id_or_name` names (id, name or alias), if any.

@@ -21,6 +21,11 @@ pub enum StoreError {
     /// in this error's own text, so it is not also reported as the `source`.)
     #[error("control database error: {0}")]
     Database(mysql_async::Error),
+    /// The control DB did not answer within `store.timeout_secs` (a connection, or a
+    /// statement's answer): the server hangs, or its host cannot be reached. What the
+    /// operation did may or may not have been committed.
+    #[error("the control database did not answer within {} s", .0.as_secs())]
+    Timeout(std::time::Duration),
     /// A stored value that this build cannot read (an unknown status word, a malformed
     /// UUID): a bug or a newer schema, never the user's fault.
     #[error("unreadable row in the control database: {0}")]
@@ -44,7 +49,7 @@ impl StoreError {
             StoreError::Conflict(_) => ErrorKind::Conflict,
             StoreError::Config(_) => ErrorKind::BadRequest,
             StoreError::Database(mysql_async::Error::Server(_)) => ErrorKind::Database,
-            StoreError::Database(_) => ErrorKind::Unavailable,
+            StoreError::Database(_) | StoreError::Timeout(_) => ErrorKind::Unavailable,
             StoreError::Corrupt(_) => ErrorKind::Internal,
         }
     }

@@ -34,22 +34,28 @@ const COLUMNS: &str = "id, name, ram_mb, vcpus, disk_gb";
 impl Store {
     /// Every flavor, numeric ids in numeric order.
     pub async fn list_flavors(&self) -> Result<Vec<Flavor>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<Row> = conn
-            .exec(
-                format!("SELECT {COLUMNS} FROM flavors ORDER BY LENGTH(id), id"),
-                (),
-            )
-            .await?;
-        rows.into_iter().map(Flavor::from_row).collect()
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let rows: Vec<Row> = conn
+                .exec(
+                    format!("SELECT {COLUMNS} FROM flavors ORDER BY LENGTH(id), id"),
+                    (),
+                )
+                .await?;
+            rows.into_iter().map(Flavor::from_row).collect()
+        })
+        .await
     }
 
     /// The flavor with this id (not name), if any.
     pub async fn get_flavor(&self, id: &str) -> Result<Option<Flavor>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let row: Option<Row> = conn
-            .exec_first(format!("SELECT {COLUMNS} FROM flavors WHERE id = ?"), (id,))
-            .await?;
-        row.map(Flavor::from_row).transpose()
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let row: Option<Row> = conn
+                .exec_first(format!("SELECT {COLUMNS} FROM flavors WHERE id = ?"), (id,))
+                .await?;
+            row.map(Flavor::from_row).transpose()
+        })
+        .await
     }
 }

@@ -370,47 +370,50 @@ impl Store {
     /// transitions; a heartbeat racing its instance's deletion may leave a row behind,
     /// which nothing reads. Returns MariaDB's affected-row count.
     async fn upsert_heartbeats(&self, batch: &[&Heartbeat]) -> Result<u64, StoreError> {
-        let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
-        let result = async {
-            let ids: Vec<Uuid> = batch.iter().map(|hb| hb.instance_id).collect();
-            let live: HashSet<String> = tx
-                .exec(
-                    format!(
-                        "SELECT i.id FROM {ID_TABLE} \
-                         JOIN instances AS i ON i.id = ids.id AND i.deleted_at IS NULL"
-                    ),
-                    (id_list(&ids),),
-                )
-                .await?
-                .into_iter()
-                .collect();
-            let live: Vec<&Heartbeat> = batch
-                .iter()
-                .copied()
-                .filter(|hb| live.contains(&hb.instance_id.to_string()))
-                .collect();
-            let mut affected = 0;
-            for chunk in live.chunks(MAX_ROWS_PER_STATEMENT) {
-                let params = chunk.iter().flat_map(|hb| heartbeat_params(hb));
-                tx.query_drop(with_literals(&heartbeat_sql(chunk.len()), params))
-                    .await?;
-                affected += tx.affected_rows();
-            }
-            Ok::<_, StoreError>(affected)
-        }
-        .await;
-        match result {
-            Ok(affected) => {
-                tx.commit().await?;
-                Ok(affected)
-            }
-            Err(error) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::debug!(error = %rollback, "rolling back a heartbeat batch");
+        self.bounded(async {
+            let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
+            let result = async {
+                let ids: Vec<Uuid> = batch.iter().map(|hb| hb.instance_id).collect();
+                let live: HashSet<String> = tx
+                    .exec(
+                        format!(
+                            "SELECT i.id FROM {ID_TABLE} \
+                             JOIN instances AS i ON i.id = ids.id AND i.deleted_at IS NULL"
+                        ),
+                        (id_list(&ids),),
+                    )
+                    .await?
+                    .into_iter()
+                    .collect();
+                let live: Vec<&Heartbeat> = batch
+                    .iter()
+                    .copied()
+                    .filter(|hb| live.contains(&hb.instance_id.to_string()))
+                    .collect();
+                let mut affected = 0;
+                for chunk in live.chunks(MAX_ROWS_PER_STATEMENT) {
+                    let params = chunk.iter().flat_map(|hb| heartbeat_params(hb));
+                    tx.query_drop(with_literals(&heartbeat_sql(chunk.len()), params))
+                        .await?;
+                    affected += tx.affected_rows();
                 }
-                Err(error)
+                Ok::<_, StoreError>(affected)
             }
-        }
+            .await;
+            match result {
+                Ok(affected) => {
+                    tx.commit().await?;
+                    Ok(affected)
+                }
+                Err(error) => {
+                    if let Err(rollback) = tx.rollback().await {
+                        tracing::debug!(error = %rollback, "rolling back a heartbeat batch");
+                    }
+                    Err(error)
+                }
+            }
+        })
+        .await
     }
 
     /// The liveness check: marks `stale` every live instance's heartbeat row whose last
@@ -423,66 +426,69 @@ impl Store {
     /// before it is marked, so a heartbeat applied in between wins and no instance is
     /// marked twice.
     pub async fn mark_stale(&self, expiry: Duration) -> Result<Vec<Uuid>, StoreError> {
-        let expiry_us = u64::try_from(expiry.as_micros()).unwrap_or(u64::MAX);
-        let mut conn = self.pool.get_conn().await?;
-        let candidates: Vec<String> = conn
-            .exec(
-                "SELECT g.instance_id FROM guest_status AS g \
-                 JOIN instances AS i ON i.id = g.instance_id AND i.deleted_at IS NULL \
-                 WHERE NOT g.stale AND g.received_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND \
-                 ORDER BY g.instance_id",
-                (expiry_us,),
-            )
-            .await?;
-        drop(conn);
-        let mut marked = Vec::new();
-        for chunk in candidates.chunks(MARK_CHUNK) {
-            let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
-            let result = async {
-                let mut params: Vec<Value> = chunk.iter().map(|id| id.as_str().into()).collect();
-                params.push(expiry_us.into());
-                let locked: Vec<String> = tx
-                    .exec(
-                        format!(
-                            "SELECT instance_id FROM guest_status WHERE instance_id IN ({}) \
-                             AND NOT stale AND received_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND \
-                             ORDER BY instance_id FOR UPDATE",
-                            placeholders(chunk.len())
-                        ),
-                        params,
-                    )
-                    .await?;
-                if !locked.is_empty() {
-                    let params: Vec<Value> = locked.iter().map(|id| id.as_str().into()).collect();
-                    tx.exec_drop(
-                        format!(
-                            "UPDATE guest_status SET stale = TRUE, stale_changed_at = UTC_TIMESTAMP(3) \
-                             WHERE instance_id IN ({})",
-                            placeholders(locked.len())
-                        ),
-                        params,
-                    )
-                    .await?;
+        self.bounded(async {
+            let expiry_us = u64::try_from(expiry.as_micros()).unwrap_or(u64::MAX);
+            let mut conn = self.pool.get_conn().await?;
+            let candidates: Vec<String> = conn
+                .exec(
+                    "SELECT g.instance_id FROM guest_status AS g \
+                     JOIN instances AS i ON i.id = g.instance_id AND i.deleted_at IS NULL \
+                     WHERE NOT g.stale AND g.received_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND \
+                     ORDER BY g.instance_id",
+                    (expiry_us,),
+                )
+                .await?;
+            drop(conn);
+            let mut marked = Vec::new();
+            for chunk in candidates.chunks(MARK_CHUNK) {
+                let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
+                let result = async {
+                    let mut params: Vec<Value> = chunk.iter().map(|id| id.as_str().into()).collect();
+                    params.push(expiry_us.into());
+                    let locked: Vec<String> = tx
+                        .exec(
+                            format!(
+                                "SELECT instance_id FROM guest_status WHERE instance_id IN ({}) \
+                                 AND NOT stale AND received_at < UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND \
+                                 ORDER BY instance_id FOR UPDATE",
+                                placeholders(chunk.len())
+                            ),
+                            params,
+                        )
+                        .await?;
+                    if !locked.is_empty() {
+                        let params: Vec<Value> = locked.iter().map(|id| id.as_str().into()).collect();
+                        tx.exec_drop(
+                            format!(
+                                "UPDATE guest_status SET stale = TRUE, stale_changed_at = UTC_TIMESTAMP(3) \
+                                 WHERE instance_id IN ({})",
+                                placeholders(locked.len())
+                            ),
+                            params,
+                        )
+                        .await?;
+                    }
+                    Ok::<_, StoreError>(locked)
                 }
-                Ok::<_, StoreError>(locked)
-            }
-            .await;
-            match result {
-                Ok(locked) => {
-                    tx.commit().await?;
-                    for id in locked {
-                        marked.push(parse_uuid("instance_id", &id)?);
+                .await;
+                match result {
+                    Ok(locked) => {
+                        tx.commit().await?;
+                        for id in locked {
+                            marked.push(parse_uuid("instance_id", &id)?);
+                        }
+                    }
+                    Err(error) => {
+                        if let Err(rollback) = tx.rollback().await {
+                            tracing::debug!(error = %rollback, "rolling back the liveness check");
+                        }
+                        return Err(error);
                     }
                 }
-                Err(error) => {
-                    if let Err(rollback) = tx.rollback().await {
-                        tracing::debug!(error = %rollback, "rolling back the liveness check");
-                    }
-                    return Err(error);
-                }
             }
-        }
-        Ok(marked)
+            Ok(marked)
+        })
+        .await
     }
 
     /// The instance's last applied heartbeat, if any.
@@ -496,22 +502,25 @@ impl Store {
         &self,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, GuestStatus>, StoreError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<Row> = conn
-            .exec(
-                format!(
-                    "SELECT {COLUMNS} FROM {ID_TABLE} \
-                     JOIN guest_status ON guest_status.instance_id = ids.id"
-                ),
-                (id_list(ids),),
-            )
-            .await?;
-        rows.into_iter()
-            .map(|row| GuestStatus::from_row(row).map(|s| (s.instance_id, s)))
-            .collect()
+        self.bounded(async {
+            if ids.is_empty() {
+                return Ok(HashMap::new());
+            }
+            let mut conn = self.pool.get_conn().await?;
+            let rows: Vec<Row> = conn
+                .exec(
+                    format!(
+                        "SELECT {COLUMNS} FROM {ID_TABLE} \
+                         JOIN guest_status ON guest_status.instance_id = ids.id"
+                    ),
+                    (id_list(ids),),
+                )
+                .await?;
+            rows.into_iter()
+                .map(|row| GuestStatus::from_row(row).map(|s| (s.instance_id, s)))
+                .collect()
+        })
+        .await
     }
 }
 

@@ -230,9 +230,12 @@ impl Store {
         &self,
         rows: &[NewInstance],
     ) -> Result<Vec<Instance>, StoreError> {
-        let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
-        let result = insert_rows(&mut tx, rows).await.map(Outcome::Commit);
-        finish(tx, result).await
+        self.bounded(async {
+            let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
+            let result = insert_rows(&mut tx, rows).await.map(Outcome::Commit);
+            finish(tx, result).await
+        })
+        .await
     }
 
     /// Inserts the replicas of one request, after checking under a lock on the source
@@ -244,35 +247,41 @@ impl Store {
         source_statuses: &[InstanceStatus],
         rows: &[NewInstance],
     ) -> Result<ReplicaInsert, StoreError> {
-        let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
-        let result = async {
-            let source = lock_live(&mut tx, source_id)
-                .await?
-                .ok_or_else(|| not_found(source_id))?;
-            if source.is_replica() || !source_statuses.contains(&source.status) {
-                let activity = read_activity(&mut tx, &source, false).await?;
-                return Ok(Outcome::Rollback(ReplicaInsert::SourceRefused(
-                    source, activity,
-                )));
+        self.bounded(async {
+            let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
+            let result = async {
+                let source = lock_live(&mut tx, source_id)
+                    .await?
+                    .ok_or_else(|| not_found(source_id))?;
+                if source.is_replica() || !source_statuses.contains(&source.status) {
+                    let activity = read_activity(&mut tx, &source, false).await?;
+                    return Ok(Outcome::Rollback(ReplicaInsert::SourceRefused(
+                        source, activity,
+                    )));
+                }
+                Ok(Outcome::Commit(ReplicaInsert::Inserted(
+                    insert_rows(&mut tx, rows).await?,
+                )))
             }
-            Ok(Outcome::Commit(ReplicaInsert::Inserted(
-                insert_rows(&mut tx, rows).await?,
-            )))
-        }
-        .await;
-        finish(tx, result).await
+            .await;
+            finish(tx, result).await
+        })
+        .await
     }
 
     /// A live instance of any tenant.
     pub async fn get_instance(&self, id: Uuid) -> Result<Option<Instance>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let row: Option<Row> = conn
-            .exec_first(
-                format!("SELECT {COLUMNS} FROM instances WHERE id = ? AND deleted_at IS NULL"),
-                (id.to_string(),),
-            )
-            .await?;
-        row.map(Instance::from_row).transpose()
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let row: Option<Row> = conn
+                .exec_first(
+                    format!("SELECT {COLUMNS} FROM instances WHERE id = ? AND deleted_at IS NULL"),
+                    (id.to_string(),),
+                )
+                .await?;
+            row.map(Instance::from_row).transpose()
+        })
+        .await
     }
 
     /// A live instance of `tenant`, by id, else by name. Unknown:
@@ -282,35 +291,38 @@ impl Store {
         tenant: &str,
         id_or_name: &str,
     ) -> Result<Instance, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        if let Ok(id) = Uuid::parse_str(id_or_name) {
-            let row: Option<Row> = conn
-                .exec_first(
-                    format!("SELECT {COLUMNS} FROM instances WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL"),
-                    (id.to_string(), tenant),
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            if let Ok(id) = Uuid::parse_str(id_or_name) {
+                let row: Option<Row> = conn
+                    .exec_first(
+                        format!("SELECT {COLUMNS} FROM instances WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL"),
+                        (id.to_string(), tenant),
+                    )
+                    .await?;
+                if let Some(row) = row {
+                    return Instance::from_row(row);
+                }
+            }
+            let rows: Vec<Row> = conn
+                .exec(
+                    format!(
+                        "SELECT {COLUMNS} FROM instances WHERE tenant_id = ? AND name = ? AND deleted_at IS NULL \
+                         ORDER BY created, server_id LIMIT 2"
+                    ),
+                    (tenant, id_or_name),
                 )
                 .await?;
-            if let Some(row) = row {
-                return Instance::from_row(row);
+            let mut found = rows_to_instances(rows)?;
+            match found.len() {
+                0 => Err(not_found(id_or_name)),
+                1 => Ok(found.remove(0)),
+                _ => Err(StoreError::Conflict(format!(
+                    "More than one instance is named {id_or_name}; use its id."
+                ))),
             }
-        }
-        let rows: Vec<Row> = conn
-            .exec(
-                format!(
-                    "SELECT {COLUMNS} FROM instances WHERE tenant_id = ? AND name = ? AND deleted_at IS NULL \
-                     ORDER BY created, server_id LIMIT 2"
-                ),
-                (tenant, id_or_name),
-            )
-            .await?;
-        let mut found = rows_to_instances(rows)?;
-        match found.len() {
-            0 => Err(not_found(id_or_name)),
-            1 => Ok(found.remove(0)),
-            _ => Err(StoreError::Conflict(format!(
-                "More than one instance is named {id_or_name}; use its id."
-            ))),
-        }
+        })
+        .await
     }
 
     /// The live instances of `tenant`, in creation order (ties, as within one request, by
@@ -323,32 +335,35 @@ impl Store {
         limit: Option<u32>,
         marker: Option<Uuid>,
     ) -> Result<Vec<Instance>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let mut sql =
-            format!("SELECT {COLUMNS} FROM instances WHERE tenant_id = ? AND deleted_at IS NULL");
-        let mut params: Vec<Value> = vec![tenant.into()];
-        if let Some(marker) = marker {
-            let known: Option<i64> = conn
-                .exec_first(
-                    "SELECT 1 FROM instances WHERE id = ? AND tenant_id = ?",
-                    (marker.to_string(), tenant),
-                )
-                .await?;
-            if known.is_none() {
-                return Err(StoreError::NotFound(format!(
-                    "Marker {marker} does not name an instance of this project."
-                )));
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let mut sql =
+                format!("SELECT {COLUMNS} FROM instances WHERE tenant_id = ? AND deleted_at IS NULL");
+            let mut params: Vec<Value> = vec![tenant.into()];
+            if let Some(marker) = marker {
+                let known: Option<i64> = conn
+                    .exec_first(
+                        "SELECT 1 FROM instances WHERE id = ? AND tenant_id = ?",
+                        (marker.to_string(), tenant),
+                    )
+                    .await?;
+                if known.is_none() {
+                    return Err(StoreError::NotFound(format!(
+                        "Marker {marker} does not name an instance of this project."
+                    )));
+                }
+                sql.push_str(" AND (created, server_id) > (SELECT created, server_id FROM instances WHERE id = ?)");
+                params.push(marker.to_string().into());
             }
-            sql.push_str(" AND (created, server_id) > (SELECT created, server_id FROM instances WHERE id = ?)");
-            params.push(marker.to_string().into());
-        }
-        sql.push_str(" ORDER BY created, server_id");
-        if let Some(limit) = limit {
-            sql.push_str(" LIMIT ?");
-            params.push(limit.into());
-        }
-        let rows: Vec<Row> = conn.exec(sql, params).await?;
-        rows_to_instances(rows)
+            sql.push_str(" ORDER BY created, server_id");
+            if let Some(limit) = limit {
+                sql.push_str(" LIMIT ?");
+                params.push(limit.into());
+            }
+            let rows: Vec<Row> = conn.exec(sql, params).await?;
+            rows_to_instances(rows)
+        })
+        .await
     }
 
     /// The live replicas of `id`, oldest first.
@@ -365,30 +380,33 @@ impl Store {
         &self,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, Vec<Uuid>>, StoreError> {
-        let mut out: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-        if ids.is_empty() {
-            return Ok(out);
-        }
-        let mut conn = self.pool.get_conn().await?;
-        // One index lookup per id: a long `IN` list costs the range optimizer more than
-        // the lookups themselves (5 ms against 1.5 ms for a page of 1,000).
-        let rows: Vec<Row> = conn
-            .exec(
-                format!(
-                    "SELECT r.id, r.replica_of FROM {ID_TABLE} \
-                     JOIN instances AS r ON r.replica_of = ids.id AND r.deleted_at IS NULL \
-                     ORDER BY r.created, r.server_id"
-                ),
-                (id_list(ids),),
-            )
-            .await?;
-        for mut row in rows {
-            let id = take_uuid(&mut row, "id")?;
-            if let Some(source) = take_opt_uuid(&mut row, "replica_of")? {
-                out.entry(source).or_default().push(id);
+        self.bounded(async {
+            let mut out: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+            if ids.is_empty() {
+                return Ok(out);
             }
-        }
-        Ok(out)
+            let mut conn = self.pool.get_conn().await?;
+            // One index lookup per id: a long `IN` list costs the range optimizer more than
+            // the lookups themselves (5 ms against 1.5 ms for a page of 1,000).
+            let rows: Vec<Row> = conn
+                .exec(
+                    format!(
+                        "SELECT r.id, r.replica_of FROM {ID_TABLE} \
+                         JOIN instances AS r ON r.replica_of = ids.id AND r.deleted_at IS NULL \
+                         ORDER BY r.created, r.server_id"
+                    ),
+                    (id_list(ids),),
+                )
+                .await?;
+            for mut row in rows {
+                let id = take_uuid(&mut row, "id")?;
+                if let Some(source) = take_opt_uuid(&mut row, "replica_of")? {
+                    out.entry(source).or_default().push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Sets the task-level status; `fault` is recorded with its time, and `None` clears it.
@@ -431,22 +449,25 @@ impl Store {
     /// Marks the instance gone: status `DELETED`, `deleted_at` now. Idempotent: an
     /// instance deleted already stays as it is. Unknown: [`StoreError::NotFound`].
     pub async fn mark_deleted(&self, id: Uuid) -> Result<(), StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        conn.exec_drop(
-            "UPDATE instances SET status = 'DELETED', deleted_at = UTC_TIMESTAMP(3), updated = UTC_TIMESTAMP(3) \
-             WHERE id = ? AND deleted_at IS NULL",
-            (id.to_string(),),
-        )
-        .await?;
-        if conn.affected_rows() == 0 {
-            let exists: Option<i64> = conn
-                .exec_first("SELECT 1 FROM instances WHERE id = ?", (id.to_string(),))
-                .await?;
-            if exists.is_none() {
-                return Err(not_found(id));
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            conn.exec_drop(
+                "UPDATE instances SET status = 'DELETED', deleted_at = UTC_TIMESTAMP(3), updated = UTC_TIMESTAMP(3) \
+                 WHERE id = ? AND deleted_at IS NULL",
+                (id.to_string(),),
+            )
+            .await?;
+            if conn.affected_rows() == 0 {
+                let exists: Option<i64> = conn
+                    .exec_first("SELECT 1 FROM instances WHERE id = ?", (id.to_string(),))
+                    .await?;
+                if exists.is_none() {
+                    return Err(not_found(id));
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// Sets `to` if the live instance's status is one of `from`, under a row lock.
@@ -457,19 +478,22 @@ impl Store {
         from: &[InstanceStatus],
         to: InstanceStatus,
     ) -> Result<Transition, StoreError> {
-        let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
-        let result = async {
-            let found = lock_live(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
-            if !from.contains(&found.status) {
-                let activity = read_activity(&mut tx, &found, false).await?;
-                return Ok(Outcome::Rollback(Transition::Refused(found, activity)));
+        self.bounded(async {
+            let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
+            let result = async {
+                let found = lock_live(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+                if !from.contains(&found.status) {
+                    let activity = read_activity(&mut tx, &found, false).await?;
+                    return Ok(Outcome::Rollback(Transition::Refused(found, activity)));
+                }
+                Ok(Outcome::Commit(Transition::Done(
+                    set_status_locked(&mut tx, id, to).await?,
+                )))
             }
-            Ok(Outcome::Commit(Transition::Done(
-                set_status_locked(&mut tx, id, to).await?,
-            )))
-        }
-        .await;
-        finish(tx, result).await
+            .await;
+            finish(tx, result).await
+        })
+        .await
     }
 
     /// Starts deleting: sets `DELETING` unless the instance is busy or the source of live
@@ -483,42 +507,45 @@ impl Store {
     /// or DETACH when no taskmanager holds its task (still queued, or left by a
     /// taskmanager that died), which the task, when it runs, finds DELETING and leaves be.
     pub async fn start_delete(&self, id: Uuid) -> Result<DeleteStart, StoreError> {
-        let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
-        let result = async {
-            let found = lock_live(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
-            if found.status == InstanceStatus::Deleting {
-                return Ok(Outcome::Rollback(DeleteStart::AlreadyDeleting(found)));
+        self.bounded(async {
+            let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
+            let result = async {
+                let found = lock_live(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+                if found.status == InstanceStatus::Deleting {
+                    return Ok(Outcome::Rollback(DeleteStart::AlreadyDeleting(found)));
+                }
+                let activity = read_activity(&mut tx, &found, true).await?;
+                if let Some(seeding) = activity
+                    .as_ref()
+                    .filter(|a| matches!(a.busy_with, BusyWith::SeedingReplicas { .. }))
+                {
+                    return Ok(Outcome::Rollback(DeleteStart::Busy(found, seeding.clone())));
+                }
+                let replicas: Vec<String> = tx
+                    .exec(
+                        "SELECT id FROM instances WHERE replica_of = ? AND deleted_at IS NULL \
+                         ORDER BY created, server_id FOR UPDATE",
+                        (id.to_string(),),
+                    )
+                    .await?;
+                if !replicas.is_empty() {
+                    let replicas = replicas
+                        .iter()
+                        .map(|r| parse_uuid("id", r))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    return Ok(Outcome::Rollback(DeleteStart::HasReplicas(found, replicas)));
+                }
+                if let Some(busy) = activity.filter(Activity::in_progress) {
+                    return Ok(Outcome::Rollback(DeleteStart::Busy(found, busy)));
+                }
+                Ok(Outcome::Commit(DeleteStart::Started(
+                    set_status_locked(&mut tx, id, InstanceStatus::Deleting).await?,
+                )))
             }
-            let activity = read_activity(&mut tx, &found, true).await?;
-            if let Some(seeding) = activity
-                .as_ref()
-                .filter(|a| matches!(a.busy_with, BusyWith::SeedingReplicas { .. }))
-            {
-                return Ok(Outcome::Rollback(DeleteStart::Busy(found, seeding.clone())));
-            }
-            let replicas: Vec<String> = tx
-                .exec(
-                    "SELECT id FROM instances WHERE replica_of = ? AND deleted_at IS NULL \
-                     ORDER BY created, server_id FOR UPDATE",
-                    (id.to_string(),),
-                )
-                .await?;
-            if !replicas.is_empty() {
-                let replicas = replicas
-                    .iter()
-                    .map(|r| parse_uuid("id", r))
-                    .collect::<Result<Vec<_>, _>>()?;
-                return Ok(Outcome::Rollback(DeleteStart::HasReplicas(found, replicas)));
-            }
-            if let Some(busy) = activity.filter(Activity::in_progress) {
-                return Ok(Outcome::Rollback(DeleteStart::Busy(found, busy)));
-            }
-            Ok(Outcome::Commit(DeleteStart::Started(
-                set_status_locked(&mut tx, id, InstanceStatus::Deleting).await?,
-            )))
-        }
-        .await;
-        finish(tx, result).await
+            .await;
+            finish(tx, result).await
+        })
+        .await
     }
 
     /// `UPDATE instances SET <assignments>, updated = now WHERE id = ? AND live`, and
@@ -529,26 +556,29 @@ impl Store {
         assignments: &str,
         mut params: Vec<Value>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        params.push(id.to_string().into());
-        conn.exec_drop(
-            format!("UPDATE instances SET {assignments}, updated = UTC_TIMESTAMP(3) WHERE id = ? AND deleted_at IS NULL"),
-            params,
-        )
-        .await?;
-        // Zero changed rows: absent, or the same values written within the same millisecond.
-        if conn.affected_rows() == 0 {
-            let live: Option<i64> = conn
-                .exec_first(
-                    "SELECT 1 FROM instances WHERE id = ? AND deleted_at IS NULL",
-                    (id.to_string(),),
-                )
-                .await?;
-            if live.is_none() {
-                return Err(not_found(id));
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            params.push(id.to_string().into());
+            conn.exec_drop(
+                format!("UPDATE instances SET {assignments}, updated = UTC_TIMESTAMP(3) WHERE id = ? AND deleted_at IS NULL"),
+                params,
+            )
+            .await?;
+            // Zero changed rows: absent, or the same values written within the same millisecond.
+            if conn.affected_rows() == 0 {
+                let live: Option<i64> = conn
+                    .exec_first(
+                        "SELECT 1 FROM instances WHERE id = ? AND deleted_at IS NULL",
+                        (id.to_string(),),
+                    )
+                    .await?;
+                if live.is_none() {
+                    return Err(not_found(id));
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -610,14 +640,17 @@ impl Store {
         &self,
         id: Uuid,
     ) -> Result<Option<ferrotrove_proto::Secret>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let secret: Option<Option<String>> = conn
-            .exec_first(
-                "SELECT secret FROM instances WHERE id = ? AND deleted_at IS NULL",
-                (id.to_string(),),
-            )
-            .await?;
-        Ok(secret.flatten().map(ferrotrove_proto::Secret::new))
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let secret: Option<Option<String>> = conn
+                .exec_first(
+                    "SELECT secret FROM instances WHERE id = ? AND deleted_at IS NULL",
+                    (id.to_string(),),
+                )
+                .await?;
+            Ok(secret.flatten().map(ferrotrove_proto::Secret::new))
+        })
+        .await
     }
 
     /// The message-signing secrets of every live instance, at most `limit` of them, in one
@@ -627,21 +660,24 @@ impl Store {
         &self,
         limit: usize,
     ) -> Result<HashMap<Uuid, ferrotrove_proto::Secret>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<(String, String)> = conn
-            .exec(
-                "SELECT id, secret FROM instances WHERE deleted_at IS NULL AND secret IS NOT NULL \
-                 LIMIT ?",
-                (u64::try_from(limit).unwrap_or(u64::MAX),),
-            )
-            .await?;
-        rows.into_iter()
-            .map(|(id, secret)| {
-                Ok((
-                    parse_uuid("id", &id)?,
-                    ferrotrove_proto::Secret::new(secret),
-                ))
-            })
-            .collect()
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let rows: Vec<(String, String)> = conn
+                .exec(
+                    "SELECT id, secret FROM instances WHERE deleted_at IS NULL AND secret IS NOT NULL \
+                     LIMIT ?",
+                    (u64::try_from(limit).unwrap_or(u64::MAX),),
+                )
+                .await?;
+            rows.into_iter()
+                .map(|(id, secret)| {
+                    Ok((
+                        parse_uuid("id", &id)?,
+                        ferrotrove_proto::Secret::new(secret),
+                    ))
+                })
+                .collect()
+        })
+        .await
     }
 }

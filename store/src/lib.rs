@@ -49,12 +49,15 @@ pub use tokens::TokenRow;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use std::time::Duration;
 
 /// A handle on the control DB: a connection pool. Cheap to clone; clones share the pool.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
     database: String,
+    /// How long one operation may wait for the server (`StoreConfig::timeout_secs`).
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -70,7 +73,9 @@ impl Store {
     ///
     /// Safe to call from several processes at once (see `migrations`). A configuration
     /// error is [`StoreError::Config`]; an unreachable server is [`StoreError::Database`]
-    /// with kind `Unavailable`, which callers may retry.
+    /// or [`StoreError::Timeout`], of kind `Unavailable`, which callers may retry.
+    /// Connecting is bounded by `timeout_secs`; applying migrations (which may wait for
+    /// another process's) is not.
     pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
         cfg.validate()?;
         let base = Opts::from_url(&cfg.url)
@@ -83,14 +88,19 @@ impl Store {
             .client_found_rows(false)
             .init(vec!["SET SESSION time_zone = '+00:00'"]);
 
-        let mut server = Conn::new(common.clone().db_name(None::<String>)).await?;
-        server
-            .query_drop(format!(
-                "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4",
-                cfg.database
-            ))
-            .await?;
-        server.disconnect().await?;
+        let timeout = cfg.timeout();
+        within(timeout, async {
+            let mut server = Conn::new(common.clone().db_name(None::<String>)).await?;
+            server
+                .query_drop(format!(
+                    "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4",
+                    cfg.database
+                ))
+                .await?;
+            server.disconnect().await?;
+            Ok(())
+        })
+        .await?;
 
         // Connections go back to the pool as they are, not reset: a reset costs a round trip
         // and drops the connection's prepared statements, so every query would be prepared
@@ -103,14 +113,27 @@ impl Store {
                     .with_reset_connection(false),
             ),
         );
-        let mut conn = pool.get_conn().await?;
+        let mut conn = within(timeout, async { Ok(pool.get_conn().await?) }).await?;
         migrations::run(&mut conn, &cfg.database).await?;
         drop(conn);
         tracing::debug!(database = %cfg.database, "control DB ready");
         Ok(Store {
             pool,
             database: cfg.database.clone(),
+            timeout,
         })
+    }
+
+    /// Runs one operation on the control DB, failing it with [`StoreError::Timeout`] when
+    /// it has waited longer than `timeout_secs` in all (for a connection and for its
+    /// statements' answers). An operation given up on is dropped where it was waiting: its
+    /// connection is not reused before the pool has cleaned it up (or closed it), and a
+    /// transaction it had open is rolled back, not committed.
+    pub(crate) async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        within(self.timeout, operation).await
     }
 
     /// The control database's name.
@@ -132,6 +155,23 @@ impl Store {
     pub async fn close(self) -> Result<(), StoreError> {
         self.pool.disconnect().await?;
         Ok(())
+    }
+}
+
+/// `operation`, or [`StoreError::Timeout`] once it has taken longer than `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    operation: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, operation).await {
+        Ok(result) => result,
+        Err(_elapsed) => {
+            tracing::warn!(
+                timeout_secs = timeout.as_secs(),
+                "the control DB did not answer in time"
+            );
+            Err(StoreError::Timeout(timeout))
+        }
     }
 }
 

@@ -216,6 +216,17 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         ],
     },
+    Migration {
+        version: 8,
+        statements: &[
+            // The instances each task builds or changes, as a JSON array of ids (a replica
+            // request: its replicas; any other task: its own instance), written by the same
+            // statement that records the task. NULL for tasks recorded before this
+            // migration: they are attributed by `instance_id` alone, as they were then, until
+            // a taskmanager claims them again and fills it in (see `tasks.rs`).
+            "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS instances TEXT NULL",
+        ],
+    },
 ];
 
 /// The server-wide lock name for migrating `database` (lock names are at most 64

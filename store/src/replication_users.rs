@@ -44,16 +44,19 @@ impl Store {
         name: &str,
         host: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        conn.exec_drop(
-            "INSERT INTO replication_users (replica_id, source_id, user_name, user_host, created) \
-             VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3)) \
-             ON DUPLICATE KEY UPDATE source_id = VALUES(source_id), user_name = VALUES(user_name), \
-             user_host = VALUES(user_host), created = VALUES(created)",
-            (replica_id.to_string(), source_id.to_string(), name, host),
-        )
-        .await?;
-        Ok(())
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            conn.exec_drop(
+                "INSERT INTO replication_users (replica_id, source_id, user_name, user_host, created) \
+                 VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3)) \
+                 ON DUPLICATE KEY UPDATE source_id = VALUES(source_id), user_name = VALUES(user_name), \
+                 user_host = VALUES(user_host), created = VALUES(created)",
+                (replica_id.to_string(), source_id.to_string(), name, host),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// The replication user of `replica_id`, if one is recorded.
@@ -61,14 +64,17 @@ impl Store {
         &self,
         replica_id: Uuid,
     ) -> Result<Option<ReplicationUserRow>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let row: Option<Row> = conn
-            .exec_first(
-                format!("SELECT {COLUMNS} FROM replication_users WHERE replica_id = ?"),
-                (replica_id.to_string(),),
-            )
-            .await?;
-        row.map(ReplicationUserRow::from_row).transpose()
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let row: Option<Row> = conn
+                .exec_first(
+                    format!("SELECT {COLUMNS} FROM replication_users WHERE replica_id = ?"),
+                    (replica_id.to_string(),),
+                )
+                .await?;
+            row.map(ReplicationUserRow::from_row).transpose()
+        })
+        .await
     }
 
     /// Every replication user recorded on `source_id`, oldest first.
@@ -76,25 +82,31 @@ impl Store {
         &self,
         source_id: Uuid,
     ) -> Result<Vec<ReplicationUserRow>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<Row> = conn
-            .exec(
-                format!("SELECT {COLUMNS} FROM replication_users WHERE source_id = ? ORDER BY created, replica_id"),
-                (source_id.to_string(),),
-            )
-            .await?;
-        rows.into_iter().map(ReplicationUserRow::from_row).collect()
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let rows: Vec<Row> = conn
+                .exec(
+                    format!("SELECT {COLUMNS} FROM replication_users WHERE source_id = ? ORDER BY created, replica_id"),
+                    (source_id.to_string(),),
+                )
+                .await?;
+            rows.into_iter().map(ReplicationUserRow::from_row).collect()
+        })
+        .await
     }
 
     /// Forgets the replication user of `replica_id` (after dropping it on the source).
     /// Absent is fine.
     pub async fn forget_replication_user(&self, replica_id: Uuid) -> Result<(), StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        conn.exec_drop(
-            "DELETE FROM replication_users WHERE replica_id = ?",
-            (replica_id.to_string(),),
-        )
-        .await?;
-        Ok(())
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            conn.exec_drop(
+                "DELETE FROM replication_users WHERE replica_id = ?",
+                (replica_id.to_string(),),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -57,61 +57,73 @@ impl Store {
         tenant: &str,
         description: &str,
     ) -> Result<TokenRow, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let id = Uuid::new_v4();
-        let inserted = conn
-            .exec_drop(
-                "INSERT INTO api_tokens (id, digest, tenant_id, description, created) \
-                 VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3))",
-                (id.to_string(), hex::encode(digest), tenant, description),
-            )
-            .await;
-        match inserted {
-            Err(e) if is_duplicate_key(&e) => {
-                return Err(StoreError::Conflict(
-                    "This token is stored already.".to_owned(),
-                ));
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let id = Uuid::new_v4();
+            let inserted = conn
+                .exec_drop(
+                    "INSERT INTO api_tokens (id, digest, tenant_id, description, created) \
+                     VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3))",
+                    (id.to_string(), hex::encode(digest), tenant, description),
+                )
+                .await;
+            match inserted {
+                Err(e) if is_duplicate_key(&e) => {
+                    return Err(StoreError::Conflict(
+                        "This token is stored already.".to_owned(),
+                    ));
+                }
+                other => other?,
             }
-            other => other?,
-        }
-        token_row(&mut conn, id).await
+            token_row(&mut conn, id).await
+        })
+        .await
     }
 
     /// The tenant of the unrevoked token whose SHA-256 digest is `digest`.
     pub async fn token_tenant(&self, digest: &[u8; 32]) -> Result<Option<String>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        Ok(conn
-            .exec_first(
-                "SELECT tenant_id FROM api_tokens WHERE digest = ? AND revoked_at IS NULL",
-                (hex::encode(digest),),
-            )
-            .await?)
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            Ok(conn
+                .exec_first(
+                    "SELECT tenant_id FROM api_tokens WHERE digest = ? AND revoked_at IS NULL",
+                    (hex::encode(digest),),
+                )
+                .await?)
+        })
+        .await
     }
 
     /// Every stored token (of `tenant`, when given), revoked ones too, oldest first.
     pub async fn list_tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<Row> = conn
-            .exec(
-                format!(
-                    "SELECT {COLUMNS} FROM api_tokens WHERE ? IS NULL OR tenant_id = ? \
-                     ORDER BY created, id"
-                ),
-                (tenant, tenant),
-            )
-            .await?;
-        rows.into_iter().map(TokenRow::from_row).collect()
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            let rows: Vec<Row> = conn
+                .exec(
+                    format!(
+                        "SELECT {COLUMNS} FROM api_tokens WHERE ? IS NULL OR tenant_id = ? \
+                         ORDER BY created, id"
+                    ),
+                    (tenant, tenant),
+                )
+                .await?;
+            rows.into_iter().map(TokenRow::from_row).collect()
+        })
+        .await
     }
 
     /// Revokes token `id` (from now on it is refused); revoking it again changes nothing.
     /// Returns the row after. Unknown: [`StoreError::NotFound`].
     pub async fn revoke_token(&self, id: Uuid) -> Result<TokenRow, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
-        conn.exec_drop(
-            "UPDATE api_tokens SET revoked_at = UTC_TIMESTAMP(3) WHERE id = ? AND revoked_at IS NULL",
-            (id.to_string(),),
-        )
-        .await?;
-        token_row(&mut conn, id).await
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            conn.exec_drop(
+                "UPDATE api_tokens SET revoked_at = UTC_TIMESTAMP(3) WHERE id = ? AND revoked_at IS NULL",
+                (id.to_string(),),
+            )
+            .await?;
+            token_row(&mut conn, id).await
+        })
+        .await
     }
 }

@@ -9,7 +9,7 @@ use ferrotrove_proto::agent::{Progress, ReplicationStatus, ServerStatus};
 use ferrotrove_proto::conductor::{Heartbeat, HostStats};
 use ferrotrove_proto::status::{InstanceStatus, Role};
 use ferrotrove_store::{
-    BusyWith, DeleteStart, NewInstance, ReplicaInsert, Store, StoreError, Transition,
+    BusyWith, DeleteStart, NewInstance, ReplicaInsert, Store, StoreError, TaskClaim, Transition,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -391,7 +391,7 @@ async fn statuses_endpoints_and_replicas() {
     let task = Uuid::now_v7();
     let lease = Duration::from_secs(60);
     store
-        .claim_task(task, "create_replicas", src.id, "tm-1", lease)
+        .claim_task(task, "create_replicas", src.id, &[r2.id], "tm-1", lease)
         .await
         .unwrap();
     store
@@ -464,7 +464,7 @@ async fn statuses_endpoints_and_replicas() {
         .unwrap();
     let create = Uuid::now_v7();
     store
-        .claim_task(create, "create", built.id, "tm-1", lease)
+        .claim_task(create, "create", built.id, &[built.id], "tm-1", lease)
         .await
         .unwrap();
     assert!(matches!(
@@ -482,6 +482,219 @@ async fn statuses_endpoints_and_replicas() {
         .unwrap();
     assert!(matches!(
         store.start_delete(built.id).await.unwrap(),
+        DeleteStart::Started(_)
+    ));
+}
+
+/// An ACTIVE source named `src` and a replica of it in BUILD for each of `names`, each
+/// inserted as a request of its own.
+async fn source_with_replicas(store: &Store, names: &[&str]) -> (Uuid, Vec<Uuid>) {
+    let src = store
+        .insert_instance(&new_instance("t", "src"))
+        .await
+        .unwrap();
+    store
+        .set_status(src.id, InstanceStatus::Active, None)
+        .await
+        .unwrap();
+    let mut replicas = Vec::new();
+    for name in names {
+        let mut replica = new_instance("t", name);
+        replica.replica_of = Some(src.id);
+        let ReplicaInsert::Inserted(rows) = store
+            .insert_replicas(src.id, &[InstanceStatus::Active], &[replica])
+            .await
+            .unwrap()
+        else {
+            panic!("source refused")
+        };
+        replicas.push(rows[0].id);
+    }
+    (src.id, replicas)
+}
+
+/// Lets `owner`'s lease on `task` lapse, as when its taskmanager dies.
+async fn lapse(store: &Store, task: Uuid, owner: &str) {
+    assert!(
+        store
+            .renew_task_lease(task, owner, Duration::from_millis(1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+/// Two replica requests on one source, each with its own task: the replica whose task died
+/// is stuck (deletable, and says which task left it), while the other task's replica is
+/// busy with that task. Before task rows named their replicas, the live task was
+/// attributed to both.
+#[tokio::test]
+async fn replicas_are_busy_with_the_task_that_names_them() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let lease = Duration::from_secs(60);
+    let (src, replicas) = source_with_replicas(store, &["a", "b"]).await;
+    let (a, b) = (replicas[0], replicas[1]);
+
+    // Request A's task (older) reached attach, then its taskmanager died; request B's task
+    // runs, held.
+    let task_a = Uuid::now_v7();
+    store
+        .claim_task(task_a, "create_replicas", src, &[a], "tm-a", lease)
+        .await
+        .unwrap();
+    store
+        .record_task_step(task_a, "tm-a", "attach")
+        .await
+        .unwrap();
+    let task_b = Uuid::now_v7();
+    store
+        .claim_task(task_b, "create_replicas", src, &[b], "tm-b", lease)
+        .await
+        .unwrap();
+    lapse(store, task_a, "tm-a").await;
+
+    let activity_a = store.activity(&src_now(store, a).await).await.unwrap();
+    let task = activity_a.as_ref().and_then(|x| x.task.clone());
+    assert_eq!(
+        task.as_ref().map(|t| (t.id, t.held, t.step.as_str())),
+        Some((task_a, false, "attach")),
+        "{activity_a:?}"
+    );
+    assert!(!activity_a.is_some_and(|x| x.in_progress()));
+    let activity_b = store.activity(&src_now(store, b).await).await.unwrap();
+    assert_eq!(
+        activity_b
+            .as_ref()
+            .and_then(|x| x.task.as_ref().map(|t| (t.id, t.held))),
+        Some((task_b, true)),
+        "{activity_b:?}"
+    );
+
+    // The source seeds both; the held task is the one named.
+    let seeding = store.activity(&src_now(store, src).await).await.unwrap();
+    let seeding = seeding.expect("the source is seeding");
+    assert_eq!(
+        seeding.busy_with,
+        BusyWith::SeedingReplicas {
+            replicas: vec!["a".into(), "b".into()]
+        }
+    );
+    assert_eq!(seeding.task.map(|t| t.id), Some(task_b));
+
+    // Once b is built, the source is busy only with a, whose task is the dead one, even
+    // though task B still runs (cleaning up its snapshot).
+    store
+        .set_status(b, InstanceStatus::Active, None)
+        .await
+        .unwrap();
+    let seeding = store.activity(&src_now(store, src).await).await.unwrap();
+    let seeding = seeding.expect("the source is seeding");
+    assert_eq!(
+        seeding.busy_with,
+        BusyWith::SeedingReplicas {
+            replicas: vec!["a".into()]
+        }
+    );
+    assert_eq!(seeding.task.map(|t| (t.id, t.held)), Some((task_a, false)));
+    store
+        .set_status(b, InstanceStatus::Build, None)
+        .await
+        .unwrap();
+
+    // b cannot be deleted while task B seeds it; a can, once.
+    match store.start_delete(b).await.unwrap() {
+        DeleteStart::Busy(found, busy) => {
+            assert_eq!(found.id, b);
+            assert_eq!(busy.task.map(|t| (t.id, t.held)), Some((task_b, true)));
+        }
+        other => panic!("b, seeded by a live task, started deleting: {other:?}"),
+    }
+    assert!(
+        matches!(store.start_delete(a).await.unwrap(), DeleteStart::Started(i) if i.id == a && i.status == InstanceStatus::Deleting),
+        "a, left by a dead task, must be deletable"
+    );
+    assert!(matches!(
+        store.start_delete(a).await.unwrap(),
+        DeleteStart::AlreadyDeleting(_)
+    ));
+    assert_eq!(
+        store.get_task(task_a).await.unwrap().unwrap().instances,
+        Some(vec![a])
+    );
+}
+
+/// A task recorded before rows named their instances (no `instances`) is taken to seed
+/// every replica in BUILD of its source that no other task names, as before; claimed again,
+/// it names them.
+#[tokio::test]
+async fn tasks_recorded_without_instances_fall_back_to_their_source() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let lease = Duration::from_secs(60);
+    let (src, replicas) = source_with_replicas(store, &["old", "new"]).await;
+    let (old, new) = (replicas[0], replicas[1]);
+
+    // A running, held task as a taskmanager before migration 8 recorded it.
+    let legacy = Uuid::now_v7();
+    raw_sql(
+        &db,
+        &format!(
+            "INSERT INTO tasks (id, kind, instance_id, state, step, owner, lease_until, attempts) \
+             VALUES ('{legacy}', 'create_replicas', '{src}', 'running', 'attach', 'tm-old', \
+             UTC_TIMESTAMP(3) + INTERVAL 60 SECOND, 1)"
+        ),
+    )
+    .await;
+    assert_eq!(
+        store.get_task(legacy).await.unwrap().unwrap().instances,
+        None
+    );
+    // A newer task names `new`, and its taskmanager died.
+    let named = Uuid::now_v7();
+    store
+        .claim_task(named, "create_replicas", src, &[new], "tm-new", lease)
+        .await
+        .unwrap();
+    lapse(store, named, "tm-new").await;
+
+    // `old` is named by no task: the legacy one seeds it, so it is busy.
+    match store.start_delete(old).await.unwrap() {
+        DeleteStart::Busy(_, busy) => {
+            assert_eq!(busy.task.map(|t| (t.id, t.held)), Some((legacy, true)));
+        }
+        other => panic!("a replica the legacy task may seed started deleting: {other:?}"),
+    }
+    // `new` is named by its own (dead) task, which wins over the legacy one.
+    let activity = store.activity(&src_now(store, new).await).await.unwrap();
+    assert_eq!(
+        activity.and_then(|x| x.task).map(|t| (t.id, t.held)),
+        Some((named, false))
+    );
+    let source = store.activity(&src_now(store, src).await).await.unwrap();
+    assert_eq!(source.and_then(|x| x.task).map(|t| t.id), Some(legacy));
+
+    // The legacy task's taskmanager dies; one that claims it again records its replicas.
+    raw_sql(
+        &db,
+        &format!("UPDATE tasks SET lease_until = UTC_TIMESTAMP(3) - INTERVAL 1 SECOND WHERE id = '{legacy}'"),
+    )
+    .await;
+    assert!(matches!(
+        store
+            .claim_task(legacy, "create_replicas", src, &[old], "tm-2", lease)
+            .await
+            .unwrap(),
+        TaskClaim::Run { attempt: 2, .. }
+    ));
+    assert_eq!(
+        store.get_task(legacy).await.unwrap().unwrap().instances,
+        Some(vec![old])
+    );
+    let activity = store.activity(&src_now(store, new).await).await.unwrap();
+    assert_eq!(activity.and_then(|x| x.task).map(|t| t.id), Some(named));
+    assert!(matches!(
+        store.start_delete(new).await.unwrap(),
         DeleteStart::Started(_)
     ));
 }
@@ -1122,4 +1335,41 @@ async fn replication_user_rows() {
     store.forget_replication_user(replica).await.unwrap();
     store.forget_replication_user(replica).await.unwrap();
     assert!(store.replication_user_of(replica).await.unwrap().is_none());
+}
+
+/// A control DB that stops answering (a frozen server: connections are accepted, nothing
+/// answers) fails each operation after `timeout_secs` as unavailable, instead of hanging;
+/// once it answers again, so does the store.
+#[tokio::test]
+async fn operations_on_a_server_that_does_not_answer_time_out() {
+    let mut server = ferrotrove_tests::mariadb_server::MariadbServer::start();
+    let config = ferrotrove_store::StoreConfig {
+        url: server.url(),
+        database: "ftrove_timeout".to_owned(),
+        pool_max: 2,
+        timeout_secs: 1,
+    };
+    let store = Store::connect(&config).await.unwrap();
+    assert!(!store.list_flavors().await.unwrap().is_empty());
+
+    server.freeze();
+    // More operations than the pool has connections: none waits for ever.
+    for _ in 0..3 {
+        let err = store.list_flavors().await.unwrap_err();
+        assert!(matches!(err, StoreError::Timeout(_)), "{err}");
+        assert_eq!(err.kind(), ferrotrove_proto::ErrorKind::Unavailable);
+    }
+    server.thaw();
+    assert!(!store.list_flavors().await.unwrap().is_empty());
+
+    // Stopped: refused at once, as unavailable too; started again: served.
+    server.stop();
+    let err = store.list_flavors().await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ferrotrove_proto::ErrorKind::Unavailable,
+        "{err}"
+    );
+    server.boot();
+    assert!(!store.list_flavors().await.unwrap().is_empty());
 }

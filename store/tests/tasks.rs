@@ -17,7 +17,7 @@ async fn one_holder_at_a_time_and_a_lapsed_lease_is_taken_over() {
     let (task, instance) = (Uuid::now_v7(), Uuid::now_v7());
 
     let first = store
-        .claim_task(task, "create", instance, "tm-a", LONG)
+        .claim_task(task, "create", instance, &[instance], "tm-a", LONG)
         .await
         .unwrap();
     assert_eq!(
@@ -34,7 +34,7 @@ async fn one_holder_at_a_time_and_a_lapsed_lease_is_taken_over() {
 
     // Another taskmanager gets the same message: it must wait.
     let second = store
-        .claim_task(task, "create", instance, "tm-b", LONG)
+        .claim_task(task, "create", instance, &[instance], "tm-b", LONG)
         .await
         .unwrap();
     assert_eq!(
@@ -46,7 +46,7 @@ async fn one_holder_at_a_time_and_a_lapsed_lease_is_taken_over() {
     // Its holder may claim again (a redelivery to the same process) and renew.
     assert!(matches!(
         store
-            .claim_task(task, "create", instance, "tm-a", LONG)
+            .claim_task(task, "create", instance, &[instance], "tm-a", LONG)
             .await
             .unwrap(),
         TaskClaim::Run { attempt: 2, .. }
@@ -63,7 +63,7 @@ async fn one_holder_at_a_time_and_a_lapsed_lease_is_taken_over() {
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
     let resumed = store
-        .claim_task(task, "create", instance, "tm-b", LONG)
+        .claim_task(task, "create", instance, &[instance], "tm-b", LONG)
         .await
         .unwrap();
     assert_eq!(
@@ -88,10 +88,11 @@ async fn one_holder_at_a_time_and_a_lapsed_lease_is_taken_over() {
         ("done", Some("tm-b"), 3)
     );
     assert_eq!((row.kind.as_str(), row.instance_id), ("create", instance));
+    assert_eq!(row.instances, Some(vec![instance]));
     // A late delivery of a finished task does nothing.
     assert_eq!(
         store
-            .claim_task(task, "create", instance, "tm-c", LONG)
+            .claim_task(task, "create", instance, &[instance], "tm-c", LONG)
             .await
             .unwrap(),
         TaskClaim::Finished
@@ -101,13 +102,20 @@ async fn one_holder_at_a_time_and_a_lapsed_lease_is_taken_over() {
 #[tokio::test]
 async fn concurrent_claims_admit_exactly_one() {
     let db = TestDb::new().await;
-    let (task, instance) = (Uuid::now_v7(), Uuid::now_v7());
+    let (task, instance, replica) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let mut running = tokio::task::JoinSet::new();
     for i in 0..8 {
         let store = db.store.clone();
         running.spawn(async move {
             store
-                .claim_task(task, "create_replicas", instance, &format!("tm-{i}"), LONG)
+                .claim_task(
+                    task,
+                    "create_replicas",
+                    instance,
+                    &[replica],
+                    &format!("tm-{i}"),
+                    LONG,
+                )
                 .await
                 .unwrap()
         });

@@ -82,11 +82,19 @@ impl<P: Provisioner> Handler for Tasks<P> {
             }
         };
         let (kind, instance_id) = request.subject();
+        let instances = request.instances();
         let lease = self.timeouts.task_lease();
         loop {
             match self
                 .store
-                .claim_task(operation_id, kind, instance_id, &self.owner, lease)
+                .claim_task(
+                    operation_id,
+                    kind,
+                    instance_id,
+                    &instances,
+                    &self.owner,
+                    lease,
+                )
                 .await
             {
                 Ok(TaskClaim::Run { attempt, step }) => {

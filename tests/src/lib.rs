@@ -4,6 +4,7 @@
 //! It depends on nothing of ours (any crate may dev-depend on it) and on no async runtime:
 //! clean-up runs in `Drop`, also when a test fails.
 
+pub mod mariadb_server;
 pub mod rabbit_node;
 
 pub mod swift;

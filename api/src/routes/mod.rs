@@ -9,6 +9,7 @@ pub mod instances;
 
 use crate::auth;
 use crate::fault;
+use crate::panics;
 use crate::state::AppState;
 use crate::trace;
 use axum::Router;
@@ -50,12 +51,15 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(fault::wrong_method)
         // Also wraps the fallbacks: nothing under /v1.0/{tenant}/ answers without a token.
         .layer(from_fn_with_state(state.clone(), auth::require_token));
-    Router::new()
+    let api = Router::new()
         .nest("/v1.0/{tenant}", project)
         .route("/auth", get(auth::legacy_handshake))
         .fallback(fault::unknown_route)
         .method_not_allowed_fallback(fault::wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(from_fn(trace::request_span))
-        .with_state(state)
+        .with_state(state);
+    // Outermost, so that a panic anywhere below, the request span's middleware included,
+    // is answered and logged.
+    panics::catch_panics(api)
 }

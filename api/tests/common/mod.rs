@@ -135,6 +135,7 @@ impl TestApi {
             url: db.server_url().to_owned(),
             database: db.name.clone(),
             pool_max: 4,
+            ..StoreConfig::default()
         };
         let store = Store::connect(&store_config)
             .await
@@ -274,12 +275,26 @@ impl TestApi {
         self.store.insert_instance(&new).await.unwrap().id
     }
 
-    /// Records a running task about `instance`, at `step`, as a live taskmanager
-    /// (`tm-test`) records it: claimed, with a lease no test outlives. Returns its id.
-    pub async fn running_task(&self, kind: &str, instance: Uuid, step: &str) -> Uuid {
+    /// Records a running task about `instance` that builds or changes `instances` (a
+    /// replica request: its replicas), at `step`, as a live taskmanager (`tm-test`) records
+    /// it: claimed, with a lease no test outlives. Returns its id.
+    pub async fn running_task(
+        &self,
+        kind: &str,
+        instance: Uuid,
+        instances: &[Uuid],
+        step: &str,
+    ) -> Uuid {
         let task = Uuid::now_v7();
         self.store
-            .claim_task(task, kind, instance, "tm-test", Duration::from_secs(300))
+            .claim_task(
+                task,
+                kind,
+                instance,
+                instances,
+                "tm-test",
+                Duration::from_secs(300),
+            )
             .await
             .unwrap();
         self.store

@@ -20,6 +20,7 @@ impl TestDb {
             url: db.server_url().to_owned(),
             database: db.name.clone(),
             pool_max: 4,
+            ..StoreConfig::default()
         };
         let store = Store::connect(&config)
             .await
