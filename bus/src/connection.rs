@@ -1,7 +1,7 @@
 //! The connection, its topology, and the publishing side: call and cast.
 
 use crate::auth::{Claimed, SigningKey};
-use crate::replies::Replies;
+use crate::replies::{Answer, RETURN_POLL, Replies};
 use crate::{BusConfig, BusError, TlsConfig, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, Method, RemoteError, queues};
@@ -28,6 +28,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// AMQP delivery mode 2: the broker writes the message to disk on a durable queue.
 const PERSISTENT: u8 = 2;
 pub(crate) const CONTENT_TYPE: &str = "application/msgpack";
+/// The default exchange: routes to the queue named by the routing key.
+pub(crate) const DEFAULT_EXCHANGE: &str = "";
 
 /// A connection to the broker, shared by every task of a process (cheap to clone).
 ///
@@ -54,8 +56,12 @@ struct Shared {
 /// One connection and what lives on it.
 pub(crate) struct Inner {
     pub(crate) connection: Connection,
-    /// Calls and casts publish here: publisher confirms on, direct reply-to consumed.
+    /// Casts publish here, with publisher confirms.
     channel: Channel,
+    /// Calls publish here, without publisher confirms: a call's reply is its
+    /// acknowledgement, end to end. Their replies are consumed here (direct reply-to), and
+    /// the requests the broker returns (no such queue) are collected from here.
+    calls: Channel,
     replies: Replies,
     /// Queues declared on this connection, so casts declare their target once.
     declared: Mutex<HashSet<String>>,
@@ -107,10 +113,12 @@ impl Inner {
                 .await?;
             declare_dead_letters(&channel, &config.exchange).await?;
         }
-        let replies = Replies::start(&channel).await?;
+        let calls = connection.create_channel().await?;
+        let replies = Replies::start(&calls).await?;
         Ok(Inner {
             connection,
             channel,
+            calls,
             replies,
             declared: Mutex::new(HashSet::new()),
         })
@@ -222,7 +230,7 @@ impl Bus {
 
     /// Sends `request` to `queue` and waits up to `timeout` for the reply.
     ///
-    /// Fails at once with [`BusError::NotListening`] when no queue is bound for `queue`, and
+    /// Fails at once with [`BusError::NotListening`] when there is no queue `queue`, and
     /// with [`BusError::Remote`] carrying the peer's typed error when it answers with one.
     pub async fn call<Req: Method, Resp: DeserializeOwned>(
         &self,
@@ -256,21 +264,25 @@ impl Bus {
             .with_correlation_id(id.to_string().into())
             // The broker drops the request if nobody takes it before the caller gives up.
             .with_expiration(timeout_ms.max(1).to_string().into());
-        let confirm = self.send(&inner, queue, &envelope, properties).await?;
-        // The reply alone settles the call: a request that was answered was routed, so its
-        // confirm can only say so too. Until the reply comes, a confirm that says the request
-        // was returned (no queue) or refused ends the call at once.
+        // Straight to the queue by name through the default exchange: the broker's
+        // cheapest route. Topic permissions confine only what guests publish, and guests
+        // make no calls.
+        let not_requested = self
+            .send(&inner.calls, DEFAULT_EXCHANGE, queue, &envelope, properties)
+            .await?;
+        // Already resolved (the channel has no confirms); taken so lapin keeps nothing.
+        let _ = not_requested.await;
+        // Settled by the reply, or by the broker returning the request (`mandatory`: no
+        // queue by that name), which the call learns by looking for returned requests
+        // every `RETURN_POLL` until it is settled.
         let answered = async {
-            let mut confirm = std::pin::pin!(confirm);
-            let mut confirmed = false;
+            let mut poll =
+                tokio::time::interval_at(tokio::time::Instant::now() + RETURN_POLL, RETURN_POLL);
             loop {
                 tokio::select! {
                     biased;
-                    reply = &mut pending.rx => return reply.map_err(|_| BusError::Closed),
-                    confirmation = &mut confirm, if !confirmed => {
-                        confirmation_result(confirmation?, queue)?;
-                        confirmed = true;
-                    }
+                    answer = &mut pending.rx => return answer.map_err(|_| BusError::Closed),
+                    _ = poll.tick() => inner.replies.collect_returns(&inner.calls).await,
                 }
             }
         };
@@ -282,7 +294,13 @@ impl Bus {
                     after: timeout,
                 });
             }
-            Ok(reply) => reply?,
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(Answer::Returned)) => {
+                return Err(BusError::NotListening {
+                    queue: queue.to_owned(),
+                });
+            }
+            Ok(Ok(Answer::Reply(reply))) => reply,
         };
         if let Some(key) = &self.key {
             let signed = Claimed::from_headers(reply.headers.as_ref())
@@ -392,15 +410,19 @@ impl Bus {
         envelope: &Envelope,
         properties: BasicProperties,
     ) -> Result<(), BusError> {
-        let confirm = self.send(inner, queue, envelope, properties).await?;
+        let confirm = self
+            .send(&inner.channel, self.exchange(), queue, envelope, properties)
+            .await?;
         confirmation_result(confirm.await?, queue)
     }
 
-    /// Publishes `envelope` to the exchange with routing key `queue`, `mandatory`, signed
-    /// when this handle has a key; returns the broker's confirm still to come.
+    /// Publishes `envelope` on `channel` to `exchange` with routing key `queue`,
+    /// `mandatory`, signed when this handle has a key; returns the broker's confirm still
+    /// to come (when `channel` has confirms on).
     async fn send(
         &self,
-        inner: &Inner,
+        channel: &Channel,
+        exchange: &str,
         queue: &str,
         envelope: &Envelope,
         properties: BasicProperties,
@@ -417,10 +439,9 @@ impl Bus {
             .with_message_id(envelope.message_id.to_string().into())
             .with_content_type(CONTENT_TYPE.into())
             .with_type(envelope.method.as_str().into());
-        Ok(inner
-            .channel
+        Ok(channel
             .basic_publish(
-                self.exchange().into(),
+                exchange.into(),
                 queue.into(),
                 BasicPublishOptions {
                     mandatory: true,

@@ -2,9 +2,11 @@
 //!
 //! Owns the lapin connection, the topology (one durable topic exchange; a durable queue per
 //! service, bound with its own name as routing key), and three typed operations:
-//! - [`Bus::call`]: request/reply over RabbitMQ's direct reply-to, with a deadline, a
-//!   `mandatory` publish (a call to a queue nobody declared fails at once) and typed remote
-//!   errors;
+//! - [`Bus::call`]: request/reply over RabbitMQ's direct reply-to, straight to the queue
+//!   through the default exchange, with a deadline, a `mandatory` publish (a call to a
+//!   queue nobody declared fails at once) and typed remote errors. A call's reply is its
+//!   acknowledgement, so calls go on a channel without publisher confirms; every other
+//!   publish is confirmed;
 //! - [`Bus::cast`]: a persistent, publisher-confirmed one-way message;
 //! - [`Bus::serve`]: consume a queue and hand each decoded request to a [`Handler`],
 //!   replying when the sender asked for a reply and acking after the handler returns (one

@@ -1,6 +1,13 @@
 //! Replies to our calls: one direct reply-to consumer per connection, dispatching each
 //! reply to the call waiting for it by correlation id. Replies are handed over raw, with
 //! their headers, so the call can check their signature before decoding them.
+//!
+//! Calls are published without publisher confirms (the reply acknowledges a call end to
+//! end, and a confirm costs the broker about a sixth of a call's round trip), but
+//! `mandatory`: a request for a queue that does not exist comes back as `basic.return`.
+//! lapin keeps what a channel without confirms gets returned until it is asked for, so a
+//! waiting call asks every [`RETURN_POLL`] ([`Replies::collect_returns`]), and each
+//! returned request settles its own call, whichever call collected it.
 
 use futures::StreamExt;
 use lapin::Channel;
@@ -8,8 +15,13 @@ use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+/// How often a call not yet answered looks for returned requests: how late at most a
+/// call to a queue that does not exist learns it, after the broker's return.
+pub(crate) const RETURN_POLL: Duration = Duration::from_millis(5);
 
 /// A reply as it arrived.
 pub(crate) struct RawReply {
@@ -17,7 +29,14 @@ pub(crate) struct RawReply {
     pub(crate) headers: Option<FieldTable>,
 }
 
-type Waiters = Arc<Mutex<HashMap<Uuid, oneshot::Sender<RawReply>>>>;
+/// How a call was settled.
+pub(crate) enum Answer {
+    Reply(RawReply),
+    /// The broker returned the request: no queue by that name.
+    Returned,
+}
+
+type Waiters = Arc<Mutex<HashMap<Uuid, oneshot::Sender<Answer>>>>;
 
 /// The calls waiting for a reply.
 #[derive(Clone, Default)]
@@ -29,7 +48,7 @@ pub(crate) struct Replies {
 pub(crate) struct PendingReply {
     id: Uuid,
     waiters: Waiters,
-    pub(crate) rx: oneshot::Receiver<RawReply>,
+    pub(crate) rx: oneshot::Receiver<Answer>,
 }
 
 impl Drop for PendingReply {
@@ -38,7 +57,7 @@ impl Drop for PendingReply {
     }
 }
 
-fn lock(waiters: &Waiters) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<RawReply>>> {
+fn lock(waiters: &Waiters) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Answer>>> {
     // The map holds no invariant a panic could break half-way.
     waiters.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -70,22 +89,17 @@ impl Replies {
                         break;
                     }
                 };
-                let id = delivery
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .and_then(|c| c.as_str().parse::<Uuid>().ok());
-                let Some(id) = id else {
+                let Some(id) = correlation_id(&delivery.properties) else {
                     tracing::warn!("dropping a reply without a correlation id");
                     continue;
                 };
                 let waiter = lock(&waiters).remove(&id);
                 match waiter {
                     Some(tx) => {
-                        let _ = tx.send(RawReply {
+                        let _ = tx.send(Answer::Reply(RawReply {
                             body: delivery.data,
                             headers: delivery.properties.headers().clone(),
-                        });
+                        }));
                     }
                     None => tracing::debug!(%id, "reply for a call that gave up"),
                 }
@@ -94,6 +108,26 @@ impl Replies {
             lock(&waiters).clear();
         });
         Ok(replies)
+    }
+
+    /// Settles the calls whose requests the broker returned on `channel` (the calls'
+    /// channel, which has no publisher confirms) since the last look.
+    pub(crate) async fn collect_returns(&self, channel: &Channel) {
+        // Without confirms there is nothing to wait for: this only takes what came back.
+        let returned = match channel.wait_for_confirms().await {
+            Ok(returned) => returned,
+            Err(error) => {
+                tracing::debug!(%error, "cannot look for returned calls");
+                return;
+            }
+        };
+        for message in returned {
+            let waiter = correlation_id(&message.delivery.properties)
+                .and_then(|id| lock(&self.waiters).remove(&id));
+            if let Some(tx) = waiter {
+                let _ = tx.send(Answer::Returned);
+            }
+        }
     }
 
     /// Registers a call before its request is published.
@@ -106,4 +140,12 @@ impl Replies {
             rx,
         }
     }
+}
+
+/// A call's id, as its request and its reply carry it.
+fn correlation_id(properties: &lapin::BasicProperties) -> Option<Uuid> {
+    properties
+        .correlation_id()
+        .as_ref()
+        .and_then(|c| c.as_str().parse().ok())
 }

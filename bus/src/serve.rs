@@ -2,7 +2,7 @@
 
 use crate::acks::{self, Event};
 use crate::auth::{SigningKey, Verifier};
-use crate::connection::{Bus, CONTENT_TYPE, declare_and_bind};
+use crate::connection::{Bus, CONTENT_TYPE, DEFAULT_EXCHANGE, declare_and_bind};
 use crate::{BusError, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, ErrorKind, Method, PROTOCOL_VERSION, RemoteError};
@@ -331,7 +331,7 @@ impl Replier<'_> {
         // names straight to the caller's channel.
         self.channel
             .basic_publish(
-                "".into(),
+                DEFAULT_EXCHANGE.into(),
                 reply_to,
                 BasicPublishOptions::default(),
                 &body,

@@ -145,6 +145,55 @@ async fn call_round_trip_and_typed_errors() {
     }
 }
 
+/// Calls go without publisher confirms; a returned request is collected by whichever call
+/// looks first, and must settle its own call only.
+#[tokio::test]
+async fn returned_calls_settle_their_own_calls_only() {
+    let vhost = RabbitVhost::create();
+    let server_bus = bus(&vhost, "server").await;
+    let client = bus(&vhost, "client").await;
+    let _server = server_bus
+        .serve("echo", EchoServer::default())
+        .await
+        .unwrap();
+    // Slow answers keep the answered calls waiting (and looking for returns) while the
+    // calls to nobody come back.
+    let answered = (0..10).map(|_| {
+        let client = client.clone();
+        async move {
+            client
+                .call::<_, String>("echo", &Echo::Sleep(200), Duration::from_secs(30))
+                .await
+        }
+    });
+    let returned = (0..10).map(|i| {
+        let client = client.clone();
+        async move {
+            client
+                .call::<_, String>(
+                    &format!("guestagent.nobody-{i}"),
+                    &Echo::Say("x".into()),
+                    Duration::from_secs(30),
+                )
+                .await
+        }
+    });
+    let (answered, returned) = tokio::join!(
+        futures::future::join_all(answered),
+        futures::future::join_all(returned)
+    );
+    for reply in answered {
+        assert_eq!(reply.unwrap(), "slept");
+    }
+    for (i, err) in returned.into_iter().enumerate() {
+        let err = err.unwrap_err();
+        match err {
+            BusError::NotListening { queue } => assert_eq!(queue, format!("guestagent.nobody-{i}")),
+            other => panic!("call {i}: {other}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn call_to_nobody_fails_at_once() {
     let vhost = RabbitVhost::create();
