@@ -115,6 +115,30 @@ pub fn chown(path: &Path, user: SystemUser) -> Result<()> {
         .map_err(|err| AgentError::io("chown", path, err))
 }
 
+/// Free and total bytes of the file system holding `path` (or its nearest existing
+/// ancestor); `None` when it cannot be read.
+pub fn space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a valid NUL-terminated path and a buffer of the right type.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled the struct.
+    let stat = unsafe { stat.assume_init() };
+    // `c_ulong` and `fsblkcnt_t` are 32 bits wide on 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (block, available, total) = (
+        stat.f_frsize as u64,
+        stat.f_bavail as u64,
+        stat.f_blocks as u64,
+    );
+    Some((available * block, total * block))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,22 +167,4 @@ mod tests {
         assert_eq!(lookup_user("root").unwrap().uid, 0);
         assert!(lookup_user("no-such-user-ferrotrove").is_err());
     }
-}
-
-/// Free and total bytes of the file system holding `path` (or its nearest existing
-/// ancestor); `None` when it cannot be read.
-pub fn space(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let existing = path.ancestors().find(|p| p.exists())?;
-    let c_path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: a valid NUL-terminated path and a buffer of the right type.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs succeeded, so it filled the struct.
-    let stat = unsafe { stat.assume_init() };
-    let block = stat.f_frsize as u64;
-    Some((stat.f_bavail as u64 * block, stat.f_blocks as u64 * block))
 }

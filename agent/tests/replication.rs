@@ -177,7 +177,7 @@ async fn run_attach_and_detach(
         sha256: "0".repeat(64),
         ..info.clone()
     };
-    let err = replication::attach(&replica.instance, &attach_request(&source, &tampered))
+    let err = replication::attach(&replica.instance, &attach_request(source, &tampered))
         .await
         .unwrap_err();
     assert!(matches!(err, AgentError::SnapshotMismatch(_)), "{err}");
@@ -197,7 +197,7 @@ async fn run_attach_and_detach(
         .unwrap();
 
     let replica_password = replica.admin_password();
-    let attached = replication::attach(&replica.instance, &attach_request(&source, &info))
+    let attached = replication::attach(&replica.instance, &attach_request(source, &info))
         .await
         .unwrap();
     assert_eq!(attached.role, Some(Role::Replica));
@@ -243,7 +243,7 @@ async fn run_attach_and_detach(
     );
 
     // Attaching again is a conflict.
-    let err = replication::attach(&replica.instance, &attach_request(&source, &info))
+    let err = replication::attach(&replica.instance, &attach_request(source, &info))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
@@ -290,7 +290,7 @@ async fn run_attach_and_detach(
     replication::drop_user(&source.instance, &name)
         .await
         .unwrap();
-    assert_eq!(count_accounts(&source, REPL_USER).await, 0);
+    assert_eq!(count_accounts(source, REPL_USER).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -605,19 +605,6 @@ fn replication_user_name(replica_id: Uuid) -> String {
     format!("ftrepl_{}", &replica_id.simple().to_string()[..16])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replication_user_names_are_short_and_per_replica() {
-        let a = replication_user_name(Uuid::now_v7());
-        let b = replication_user_name(Uuid::new_v4());
-        assert_ne!(a, b);
-        assert!(a.len() <= 32 && a.starts_with("ftrepl_"), "{a}");
-    }
-}
-
 /// The password of `replica_id`'s replication user: derived from the source's secret, the
 /// task and the replica, so a task resumed after a crash sends the same `Attach` (and the
 /// agent recognises it) while nobody without the source's secret can compute it.
@@ -631,4 +618,17 @@ fn replication_password(source_secret: &Secret, replica_id: Uuid) -> Secret {
     mac.update(task.as_bytes());
     mac.update(replica_id.as_bytes());
     Secret::new(hex::encode(&mac.finalize().into_bytes()[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_user_names_are_short_and_per_replica() {
+        let a = replication_user_name(Uuid::now_v7());
+        let b = replication_user_name(Uuid::new_v4());
+        assert_ne!(a, b);
+        assert!(a.len() <= 32 && a.starts_with("ftrepl_"), "{a}");
+    }
 }

@@ -182,13 +182,12 @@ pub fn kill_processes_under(dir: &std::path::Path) {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|x| x == "pid") {
-                if let Some(pid) = std::fs::read_to_string(&path)
+            } else if path.extension().is_some_and(|x| x == "pid")
+                && let Some(pid) = std::fs::read_to_string(&path)
                     .ok()
                     .and_then(|s| s.trim().parse::<i32>().ok())
-                {
-                    pids.push(pid);
-                }
+            {
+                pids.push(pid);
             }
         }
     }

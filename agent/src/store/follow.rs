@@ -160,12 +160,11 @@ impl SnapshotReader {
         let mut record = read_record(store, id)?;
         if record.is_none() {
             match read_manifest(store, id)? {
-                Some(manifest) => {
-                    if watch.manifest.as_ref() != Some(&manifest) {
-                        watch.manifest = Some(manifest);
-                        watch.last_sign = Instant::now();
-                    }
+                Some(manifest) if watch.manifest.as_ref() != Some(&manifest) => {
+                    watch.manifest = Some(manifest);
+                    watch.last_sign = Instant::now();
                 }
+                Some(_) => {}
                 None if watch.manifest.is_some() => {
                     // Gone: unless the writer finished in between, it gave up.
                     record = read_record(store, id)?;

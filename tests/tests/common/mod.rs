@@ -359,6 +359,11 @@ impl Stack {
             .spawn()
             .expect("start the agent");
         std::fs::write(dir.join("agent.pid"), agent.id().to_string()).expect("agent.pid");
+        // Stopped by its pid file, as the provisioner's agents are; reaped here when it ends.
+        let mut agent = agent;
+        std::thread::spawn(move || {
+            let _ = agent.wait();
+        });
     }
 
     /// The broker URL an instance's agent was given (its 0600 agent.toml).
