@@ -1,6 +1,6 @@
 //! The bus against the real local RabbitMQ, each test in a vhost of its own.
 
-use ferrotrove_bus::{Bus, BusConfig, BusError, Handler, RequestContext};
+use ferrotrove_bus::{Bus, BusConfig, BusError, Handler, RequestContext, Server};
 use ferrotrove_proto::envelope::encode;
 use ferrotrove_proto::{Envelope, ErrorKind, Method, RemoteError};
 use ferrotrove_tests::RabbitVhost;
@@ -97,15 +97,21 @@ async fn bus(vhost: &RabbitVhost, sender: &str) -> Bus {
         .expect("connect to the local RabbitMQ")
 }
 
-#[tokio::test]
-async fn call_round_trip_and_typed_errors() {
-    let vhost = RabbitVhost::create();
-    let server_bus = bus(&vhost, "server").await;
-    let client = bus(&vhost, "client").await;
-    let _server = server_bus
+/// An echo server on queue `echo` (its connection, and what serves) and a client, all on
+/// `vhost`.
+async fn echo_and_client(vhost: &RabbitVhost) -> ((Bus, Server), Bus) {
+    let server_bus = bus(vhost, "server").await;
+    let server = server_bus
         .serve("echo", EchoServer::default())
         .await
         .unwrap();
+    ((server_bus, server), bus(vhost, "client").await)
+}
+
+#[tokio::test]
+async fn call_round_trip_and_typed_errors() {
+    let vhost = RabbitVhost::create();
+    let (_server, client) = echo_and_client(&vhost).await;
 
     let reply: String = client
         .call("echo", &Echo::Say("hi".into()), Duration::from_secs(5))
@@ -150,12 +156,7 @@ async fn call_round_trip_and_typed_errors() {
 #[tokio::test]
 async fn returned_calls_settle_their_own_calls_only() {
     let vhost = RabbitVhost::create();
-    let server_bus = bus(&vhost, "server").await;
-    let client = bus(&vhost, "client").await;
-    let _server = server_bus
-        .serve("echo", EchoServer::default())
-        .await
-        .unwrap();
+    let (_server, client) = echo_and_client(&vhost).await;
     // Slow answers keep the answered calls waiting (and looking for returns) while the
     // calls to nobody come back.
     let answered = (0..10).map(|_| {
@@ -217,12 +218,7 @@ async fn call_to_nobody_fails_at_once() {
 #[tokio::test]
 async fn call_times_out_and_late_reply_is_dropped() {
     let vhost = RabbitVhost::create();
-    let server_bus = bus(&vhost, "server").await;
-    let client = bus(&vhost, "client").await;
-    let _server = server_bus
-        .serve("echo", EchoServer::default())
-        .await
-        .unwrap();
+    let (_server, client) = echo_and_client(&vhost).await;
     let err = client
         .call::<_, String>("echo", &Echo::Sleep(1500), Duration::from_millis(300))
         .await
