@@ -1,7 +1,7 @@
 //! The connection, its topology, and the publishing side: call and cast.
 
 use crate::auth::{Claimed, SigningKey};
-use crate::replies::{Answer, RETURN_POLL, Replies};
+use crate::replies::{Answer, RETURN_POLL_FIRST, RETURN_POLL_MAX, Replies};
 use crate::{BusConfig, BusError, TlsConfig, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, Method, RemoteError, queues};
@@ -273,16 +273,19 @@ impl Bus {
         // Already resolved (the channel has no confirms); taken so lapin keeps nothing.
         let _ = not_requested.await;
         // Settled by the reply, or by the broker returning the request (`mandatory`: no
-        // queue by that name), which the call learns by looking for returned requests
-        // every `RETURN_POLL` until it is settled.
+        // queue by that name), which the call learns by looking for returned requests,
+        // first after `RETURN_POLL_FIRST` and then less and less often: the broker returns
+        // a request as it routes it, so a long call need not keep looking.
         let answered = async {
-            let mut poll =
-                tokio::time::interval_at(tokio::time::Instant::now() + RETURN_POLL, RETURN_POLL);
+            let mut pause = RETURN_POLL_FIRST;
             loop {
                 tokio::select! {
                     biased;
                     answer = &mut pending.rx => return answer.map_err(|_| BusError::Closed),
-                    _ = poll.tick() => inner.replies.collect_returns(&inner.calls).await,
+                    _ = tokio::time::sleep(pause) => {
+                        inner.replies.collect_returns(&inner.calls).await;
+                        pause = (pause * 2).min(RETURN_POLL_MAX);
+                    }
                 }
             }
         };

@@ -6,8 +6,9 @@
 //! end, and a confirm costs the broker about a sixth of a call's round trip), but
 //! `mandatory`: a request for a queue that does not exist comes back as `basic.return`.
 //! lapin keeps what a channel without confirms gets returned until it is asked for, so a
-//! waiting call asks every [`RETURN_POLL`] ([`Replies::collect_returns`]), and each
-//! returned request settles its own call, whichever call collected it.
+//! waiting call asks, after [`RETURN_POLL_FIRST`] and then less and less often
+//! ([`Replies::collect_returns`]), and each returned request settles its own call,
+//! whichever call collected it.
 
 use futures::StreamExt;
 use lapin::Channel;
@@ -19,9 +20,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-/// How often a call not yet answered looks for returned requests: how late at most a
-/// call to a queue that does not exist learns it, after the broker's return.
-pub(crate) const RETURN_POLL: Duration = Duration::from_millis(5);
+/// When a call not yet answered first looks for returned requests: about how late a call
+/// to a queue that does not exist learns it, after the broker's return. It looks again
+/// twice as late each time, up to [`RETURN_POLL_MAX`] apart.
+pub(crate) const RETURN_POLL_FIRST: Duration = Duration::from_millis(5);
+pub(crate) const RETURN_POLL_MAX: Duration = Duration::from_secs(1);
 
 /// A reply as it arrived.
 pub(crate) struct RawReply {
