@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 /// carry passwords; the bus reports those as `NotListening` errors instead.
 const ALWAYS: &[&str] = &["lapin::returned_messages=off"];
 
-/// Logs to stderr at `RUST_LOG` (default `info`), with lapin's message dumps off.
+/// Logs to stderr at `RUST_LOG` (default `info`), with lapin's message dumps off, in
+/// colour only when stderr is a terminal.
 pub fn init_logging() {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     for directive in ALWAYS {
@@ -16,7 +17,12 @@ pub fn init_logging() {
             filter = filter.add_directive(directive);
         }
     }
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colours only on a terminal: systemd's journal and log files get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what systemd sends).
