@@ -445,7 +445,7 @@ async fn tools_alone(source: &Server, work_dir: &Path) -> anyhow::Result<ToolsAl
     ];
     // As the agent runs it: --defaults-file first, then the same options.
     const BACKUP: &str = "mariabackup --defaults-file=\"$1\" --backup --stream=xbstream \
-        --datadir=\"$2\" --target-dir=\"$3\" --parallel=2";
+        --datadir=\"$2\" --target-dir=\"$3\" --parallel=2 --innodb-flush-method=fsync";
     let log = path("backup.log");
     let with_log = |done: anyhow::Result<()>| {
         done.map_err(|err| {

@@ -37,6 +37,8 @@ const ZSTD_LEVEL: i32 = 1;
 const ZSTD_THREADS: u32 = 2;
 /// Memory `mariabackup --prepare` may use for its buffer pool.
 const PREPARE_MEMORY: &str = "--use-memory=256M";
+/// How the backup tool opens the data files it copies (see [`create`]).
+const BUFFERED_READS: &str = "--innodb-flush-method=fsync";
 /// Where the backup tool writes the position of the copy, inside the restored data dir.
 const BINLOG_INFO: &str = "xtrabackup_binlog_info";
 
@@ -69,6 +71,12 @@ pub async fn create(instance: &Instance, snapshot_id: Uuid) -> Result<SnapshotIn
         format!("--datadir={}", instance.paths.data_dir.display()),
         format!("--target-dir={}", work_dir.display()),
         "--parallel=2".to_owned(),
+        // Read the data files through the page cache, with the kernel's readahead, as
+        // mariabackup did before 10.6 made O_DIRECT its default: on the test machine 2.4 GB
+        // took 2.0 s this way and 5.0 s with O_DIRECT, whether the files were cached or not.
+        // Pages changed while they are read are put right by the redo log at prepare, as
+        // with any read; only the backup reads this way, never the server.
+        BUFFERED_READS.to_owned(),
     ];
     let copied = operation.bytes();
     let (size_bytes, sha256, report) = on_blocking_thread("snapshot", move || {
@@ -116,6 +124,7 @@ fn stream_backup(
             "the backup's stdout was not captured".to_owned(),
         ));
     };
+    crate::fsutil::widen_pipe(&stdout);
     // Counted for progress; the stored bytes are hashed once, by `hashing`.
     let mut source = CountingReader {
         inner: stdout,
@@ -278,6 +287,7 @@ fn extract_stream(
             "the extractor's stdin was not captured".to_owned(),
         ));
     };
+    crate::fsutil::widen_pipe(&stdin);
     let copied = match format {
         SnapshotFormat::PhysicalXbstreamZstd => {
             zstd::Decoder::with_buffer(BufReader::with_capacity(1 << 20, &mut stored))
