@@ -21,7 +21,7 @@
 //! SHUTDOWN for a deleted instance to disappear and fail on any other word.
 
 use ferrotrove_proto::status::InstanceStatus;
-use ferrotrove_store::GuestStatus;
+use ferrotrove_store::GuestLiveness;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -44,7 +44,7 @@ impl Liveness {
     pub fn of(
         stored: InstanceStatus,
         changed_at: OffsetDateTime,
-        guest: Option<&GuestStatus>,
+        guest: Option<&GuestLiveness>,
     ) -> Liveness {
         let fresh = guest.filter(|g| !g.stale);
         let server_up = fresh.is_some_and(|g| g.server_up || g.received_at < changed_at);
@@ -94,35 +94,14 @@ impl Liveness {
 /// A heartbeat row received `age_ms` ago, for tests; the conductor's check has marked it
 /// stale when that is over 30 s.
 #[cfg(test)]
-pub(crate) fn test_guest(age_ms: u64, server_up: bool) -> GuestStatus {
-    GuestStatus {
+pub(crate) fn test_guest(age_ms: u64, server_up: bool) -> GuestLiveness {
+    GuestLiveness {
         instance_id: uuid::Uuid::nil(),
-        boot_id: uuid::Uuid::nil(),
-        seq: 1,
         received_at: time::OffsetDateTime::UNIX_EPOCH,
         age_ms,
         server_up,
-        version: None,
-        read_only: None,
-        role: None,
-        source_host: None,
-        source_port: None,
-        io_running: None,
-        sql_running: None,
-        lag_seconds: None,
-        gtid_binlog_pos: None,
-        gtid_slave_pos: None,
-        gtid_current_pos: None,
-        server_error: None,
-        last_error: None,
-        cpu_percent: 0.0,
-        mem_used: 0,
-        mem_total: 0,
-        disk_used: 0,
-        disk_total: 0,
         progress: None,
         stale: age_ms > 30_000,
-        stale_changed_at: time::OffsetDateTime::UNIX_EPOCH,
     }
 }
 
@@ -131,7 +110,7 @@ mod tests {
     use super::*;
     use time::OffsetDateTime;
 
-    fn guest(age_ms: u64, server_up: bool) -> GuestStatus {
+    fn guest(age_ms: u64, server_up: bool) -> GuestLiveness {
         test_guest(age_ms, server_up)
     }
 

@@ -10,7 +10,7 @@
 use crate::liveness::Liveness;
 use ferrotrove_proto::agent::Progress;
 use ferrotrove_proto::status::InstanceStatus;
-use ferrotrove_store::{Datastore, DatastoreVersion, Flavor, GuestStatus, Instance};
+use ferrotrove_store::{Datastore, DatastoreVersion, Flavor, GuestLiveness, Instance};
 use serde::Serialize;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -220,19 +220,19 @@ fn eta(done: u64, total: u64, rate: Option<u64>) -> Option<u64> {
 /// snapshot, the first stage of seeding it.
 pub fn seeding_progress<'a>(
     instance: &Instance,
-    own: Option<&'a GuestStatus>,
-    source: Option<&'a GuestStatus>,
+    own: Option<&'a GuestLiveness>,
+    source: Option<&'a GuestLiveness>,
     expiry: Duration,
-) -> Option<&'a GuestStatus> {
+) -> Option<&'a GuestLiveness> {
     if instance.status != InstanceStatus::Build {
         return None;
     }
     let expiry_ms = u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX);
-    let reporting = |g: &&GuestStatus| g.age_ms <= expiry_ms && g.progress.is_some();
+    let reporting = |g: &&GuestLiveness| g.age_ms <= expiry_ms && g.progress.is_some();
     if let Some(own) = own.filter(reporting) {
         return Some(own);
     }
-    let snapshotting = |g: &&GuestStatus| {
+    let snapshotting = |g: &&GuestLiveness| {
         g.progress
             .as_ref()
             .is_some_and(|p| p.operation == SNAPSHOT_OPERATION)
@@ -267,8 +267,8 @@ impl InstanceRenderer<'_> {
     pub fn render(
         &self,
         instance: &Instance,
-        guest: Option<&GuestStatus>,
-        source_guest: Option<&GuestStatus>,
+        guest: Option<&GuestLiveness>,
+        source_guest: Option<&GuestLiveness>,
         replicas: &[Uuid],
     ) -> InstanceView {
         let liveness = Liveness::of(instance.status, instance.updated, guest);
@@ -329,8 +329,8 @@ impl InstanceRenderer<'_> {
     fn progress(
         &self,
         instance: &Instance,
-        guest: Option<&GuestStatus>,
-        source_guest: Option<&GuestStatus>,
+        guest: Option<&GuestLiveness>,
+        source_guest: Option<&GuestLiveness>,
     ) -> Option<ProgressView> {
         let reporter = seeding_progress(instance, guest, source_guest, self.heartbeat_expiry)?;
         let age_ms = i64::try_from(reporter.age_ms).unwrap_or(i64::MAX);
@@ -432,8 +432,8 @@ mod tests {
         }
     }
 
-    fn guest(instance_id: Uuid, age_ms: u64, progress: Option<Progress>) -> GuestStatus {
-        GuestStatus {
+    fn guest(instance_id: Uuid, age_ms: u64, progress: Option<Progress>) -> GuestLiveness {
+        GuestLiveness {
             instance_id,
             progress,
             ..crate::liveness::test_guest(age_ms, true)
@@ -513,7 +513,7 @@ mod tests {
         let restoring = guest(replica.id, 1_000, Some(progress("restore", 1, None)));
         let idle = guest(replica.id, 1_000, None);
         let snapshotting = guest(source_id, 1_000, Some(progress("snapshot", 1, None)));
-        let show = |i: &Instance, own: Option<&GuestStatus>, source: Option<&GuestStatus>| {
+        let show = |i: &Instance, own: Option<&GuestLiveness>, source: Option<&GuestLiveness>| {
             seeding_progress(i, own, source, EXPIRY)
                 .and_then(|g| g.progress.as_ref())
                 .map(|p| p.operation.clone())

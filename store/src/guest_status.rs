@@ -68,6 +68,22 @@ pub struct GuestStatus {
     pub stale_changed_at: OffsetDateTime,
 }
 
+/// What the API shows of an instance's last heartbeat: whether it is fresh, whether the
+/// server was up, and the progress of long work. A list of 1,000 instances reads these six
+/// columns instead of all of [`GuestStatus`]'s 27 (half the API's time went on them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuestLiveness {
+    pub instance_id: Uuid,
+    /// When the control DB applied it, by the database server's clock.
+    pub received_at: OffsetDateTime,
+    /// Milliseconds from `received_at` to the read, by the same clock.
+    pub age_ms: u64,
+    pub server_up: bool,
+    pub progress: Option<Progress>,
+    /// Marked by the conductor's liveness check; see [`GuestStatus::stale`].
+    pub stale: bool,
+}
+
 /// Columns a heartbeat writes, in the order [`heartbeat_params`] gives them (after
 /// `instance_id`; `received_at`, `stale_changed_at` and `stale` are set by the statement).
 /// `seq` and `boot_id` come last: MariaDB applies `ON DUPLICATE KEY UPDATE` assignments
@@ -285,8 +301,27 @@ fn heartbeat_sql(rows: usize) -> String {
     )
 }
 
+/// `age_ms`: how long ago the row's heartbeat was applied, by the database's clock.
+const AGE_MS: &str =
+    "GREATEST(TIMESTAMPDIFF(MICROSECOND, received_at, UTC_TIMESTAMP(3)), 0) DIV 1000 AS age_ms";
+
+const LIVENESS_COLUMNS: &str = "instance_id, received_at, server_up, progress, stale";
+
+impl GuestLiveness {
+    fn from_row(mut row: Row) -> Result<GuestLiveness, StoreError> {
+        let age: i64 = take(&mut row, "age_ms")?;
+        Ok(GuestLiveness {
+            progress: take_progress(&mut row)?,
+            instance_id: take_uuid(&mut row, "instance_id")?,
+            received_at: take_time(&mut row, "received_at")?,
+            age_ms: u64::try_from(age).unwrap_or(0),
+            server_up: take(&mut row, "server_up")?,
+            stale: take(&mut row, "stale")?,
+        })
+    }
+}
+
 const COLUMNS: &str = "instance_id, boot_id, seq, received_at, \
-     GREATEST(TIMESTAMPDIFF(MICROSECOND, received_at, UTC_TIMESTAMP(3)), 0) DIV 1000 AS age_ms, \
      server_up, version, read_only, role, source_host, source_port, io_running, sql_running, lag_seconds, \
      gtid_binlog_pos, gtid_slave_pos, gtid_current_pos, server_error, last_error, \
      cpu_percent, mem_used, mem_total, disk_used, disk_total, progress, stale, stale_changed_at";
@@ -502,23 +537,40 @@ impl Store {
         &self,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, GuestStatus>, StoreError> {
+        let rows = self.guest_rows(COLUMNS, ids).await?;
+        rows.into_iter()
+            .map(|row| GuestStatus::from_row(row).map(|s| (s.instance_id, s)))
+            .collect()
+    }
+
+    /// [`GuestLiveness`] of several instances, in one query; instances that never
+    /// reported are absent.
+    pub async fn guest_liveness(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, GuestLiveness>, StoreError> {
+        let rows = self.guest_rows(LIVENESS_COLUMNS, ids).await?;
+        rows.into_iter()
+            .map(|row| GuestLiveness::from_row(row).map(|g| (g.instance_id, g)))
+            .collect()
+    }
+
+    /// `columns` (and `age_ms`) of the heartbeat rows of `ids`.
+    async fn guest_rows(&self, columns: &str, ids: &[Uuid]) -> Result<Vec<Row>, StoreError> {
         self.bounded(async {
             if ids.is_empty() {
-                return Ok(HashMap::new());
+                return Ok(Vec::new());
             }
             let mut conn = self.pool.get_conn().await?;
-            let rows: Vec<Row> = conn
+            Ok(conn
                 .exec(
                     format!(
-                        "SELECT {COLUMNS} FROM {ID_TABLE} \
+                        "SELECT {columns}, {AGE_MS} FROM {ID_TABLE} \
                          JOIN guest_status ON guest_status.instance_id = ids.id"
                     ),
                     (id_list(ids),),
                 )
-                .await?;
-            rows.into_iter()
-                .map(|row| GuestStatus::from_row(row).map(|s| (s.instance_id, s)))
-                .collect()
+                .await?)
         })
         .await
     }

@@ -823,6 +823,29 @@ async fn heartbeats_carry_progress_in_order() {
     );
     let s = store.guest_status(id).await.unwrap().unwrap();
     assert_eq!(s.progress, Some(unknown_total));
+
+    // The API's lean read gives the same answers as the whole row, and nothing for an
+    // instance that never reported.
+    let lean = store.guest_liveness(&[id, Uuid::now_v7()]).await.unwrap();
+    assert_eq!(lean.len(), 1);
+    let g = &lean[&id];
+    assert_eq!(
+        (
+            g.instance_id,
+            g.received_at,
+            g.server_up,
+            &g.progress,
+            g.stale
+        ),
+        (
+            s.instance_id,
+            s.received_at,
+            s.server_up,
+            &s.progress,
+            s.stale
+        )
+    );
+    assert!(g.age_ms < 60_000, "age {} ms", g.age_ms);
 }
 
 #[tokio::test]

@@ -61,7 +61,7 @@ pub async fn render(
     let ids: Vec<_> = instances.iter().map(|i| i.id).collect();
     let guests = state
         .store
-        .guest_statuses(&heartbeat_ids(instances))
+        .guest_liveness(&heartbeat_ids(instances))
         .await?;
     let replicas = state.store.replicas_of_many(&ids).await?;
     let datastores = state.store.list_datastores().await?;
@@ -103,11 +103,11 @@ fn heartbeat_ids(instances: &[Instance]) -> Vec<Uuid> {
 
 /// The instance's status as actions judge it (ACTIVE needs a live server).
 pub async fn liveness(state: &AppState, instance: &Instance) -> Result<Liveness, Fault> {
-    let guest = state.store.guest_status(instance.id).await?;
+    let guest = state.store.guest_liveness(&[instance.id]).await?;
     Ok(Liveness::of(
         instance.status,
         instance.updated,
-        guest.as_ref(),
+        guest.get(&instance.id),
     ))
 }
 
