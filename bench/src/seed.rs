@@ -444,8 +444,10 @@ async fn tools_alone(source: &Server, work_dir: &Path) -> anyhow::Result<ToolsAl
         source.data_dir().display().to_string(),
     ];
     // As the agent runs it: --defaults-file first, then the same options.
-    const BACKUP: &str = "mariabackup --defaults-file=\"$1\" --backup --stream=xbstream \
-        --datadir=\"$2\" --target-dir=\"$3\" --parallel=2 --innodb-flush-method=fsync";
+    let backup = format!(
+        "mariabackup --defaults-file=\"$1\" {} --datadir=\"$2\" --target-dir=\"$3\"",
+        snapshot::BACKUP_OPTIONS.join(" ")
+    );
     let log = path("backup.log");
     let with_log = |done: anyhow::Result<()>| {
         done.map_err(|err| {
@@ -459,7 +461,7 @@ async fn tools_alone(source: &Server, work_dir: &Path) -> anyhow::Result<ToolsAl
     args.extend([path("work1"), log.clone(), path("stream.xb")]);
     let (done, backup_to_file) = timed(
         disk,
-        shell(&format!("{BACKUP} 2>\"$4\" > \"$5\" && sync"), args),
+        shell(&format!("{backup} 2>\"$4\" > \"$5\" && sync"), args),
     )
     .await;
     with_log(done)?;
@@ -482,7 +484,7 @@ async fn tools_alone(source: &Server, work_dir: &Path) -> anyhow::Result<ToolsAl
     let (done, backup_to_dir) = timed(
         disk,
         shell(
-            &format!("{BACKUP} 2>\"$4\" | mbstream -x -C \"$5\" && sync"),
+            &format!("{backup} 2>\"$4\" | mbstream -x -C \"$5\" && sync"),
             args,
         ),
     )

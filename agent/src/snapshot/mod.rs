@@ -20,6 +20,8 @@ mod metered;
 mod physical;
 mod tool;
 
+pub use physical::BACKUP_OPTIONS;
+
 use crate::config::Compression;
 use crate::error::{AgentError, Result};
 use crate::fsutil;

@@ -350,7 +350,7 @@ impl Stack {
             .append(true)
             .open(dir.join("agent.log"))
             .expect("agent.log");
-        let agent = Command::new(binary("ftrove-agent"))
+        let mut agent = Command::new(binary("ftrove-agent"))
             .arg("--config")
             .arg(dir.join("agent.toml"))
             .stdin(Stdio::null())
@@ -360,7 +360,6 @@ impl Stack {
             .expect("start the agent");
         std::fs::write(dir.join("agent.pid"), agent.id().to_string()).expect("agent.pid");
         // Stopped by its pid file, as the provisioner's agents are; reaped here when it ends.
-        let mut agent = agent;
         std::thread::spawn(move || {
             let _ = agent.wait();
         });
