@@ -270,7 +270,7 @@ mod tests {
                 format: SnapshotFormat::LogicalSqlZstd,
                 gtid_pos: "0-1-5".into(),
                 size_bytes: 1,
-                sha256: "00".into(),
+                blake3: "00".into(),
             },
             source_host: "127.0.0.1".into(),
             source_port: 3311,

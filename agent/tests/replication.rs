@@ -174,7 +174,7 @@ async fn run_attach_and_detach(
 
     // A snapshot that does not match its record is refused, and leaves the replica as it was.
     let tampered = SnapshotInfo {
-        sha256: "0".repeat(64),
+        blake3: "0".repeat(64),
         ..info.clone()
     };
     let err = replication::attach(&replica.instance, &attach_request(source, &tampered))

@@ -9,7 +9,6 @@ use ferrotrove_tests::swift::SwiftStore;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::process::Command;
 
@@ -111,19 +110,19 @@ fn data(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }
 
-/// Reads `reader` to its end in small reads; its length and SHA-256.
+/// Reads `reader` to its end in small reads; its length and BLAKE3.
 fn drain(mut reader: impl Read) -> (usize, String) {
-    let mut hasher = Sha256::new();
+    let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0; 100_003];
     let mut len = 0;
     loop {
         let n = reader.read(&mut buf).expect("read the object");
         if n == 0 {
-            return (len, hex::encode(hasher.finalize()));
+            return (len, hasher.finalize().to_hex().to_string());
         }
         hasher.update(&buf[..n]);
         len += n;
@@ -165,7 +164,7 @@ async fn s3_store_streams_objects_and_keeps_unfinished_ones_out_of_sight() {
 
         let (len, digest) = drain(store.open("big.data").expect("open"));
         assert_eq!(len, body.len());
-        assert_eq!(digest, sha256(&body), "the object came back changed");
+        assert_eq!(digest, blake3_hex(&body), "the object came back changed");
         assert_eq!(
             list_objects(&handle, &client),
             vec![(format!("{PREFIX}big.data"), body.len() as u64)]

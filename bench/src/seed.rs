@@ -521,11 +521,11 @@ fn stage_name(label: &str, first: bool, kind: Kind) -> &'static str {
             "write the record; then the replicas finish (below)"
         }
         ("-", false, _) => "FLUSH, RESET MASTER, CHANGE MASTER, START SLAVE, wait running",
-        ("snapshot/copying", ..) => "mariabackup --backup | sha256 -> store",
-        ("snapshot/dumping", ..) => "mariadb-dump | zstd -3 | sha256 -> store",
+        ("snapshot/copying", ..) => "mariabackup --backup | blake3 -> store",
+        ("snapshot/dumping", ..) => "mariadb-dump | zstd -3 | blake3 -> store",
         ("restore/stopping", ..) => "stop the replica's server",
-        ("restore/copying", ..) => "store, following | sha256 -> mbstream -x; check",
-        ("restore/verifying", ..) => "store, following | sha256 (checked whole first)",
+        ("restore/copying", ..) => "store, following | blake3 -> mbstream -x; check",
+        ("restore/verifying", ..) => "store, following | blake3 (checked whole first)",
         ("restore/preparing", ..) => "mariabackup --prepare, chown",
         ("restore/starting", ..) => "start the server",
         ("restore/loading", ..) => "store | zstd -d | mariadb",
@@ -1091,7 +1091,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         one_durable,
         true,
     );
-    println!("  2b. the same copy by the tools alone (shell pipelines: no agent, no sha256)");
+    println!("  2b. the same copy by the tools alone (shell pipelines: no agent, no hashing)");
     line(
         "   mariabackup --backup --parallel=2 > file; sync",
         tools.backup_to_file,

@@ -184,8 +184,8 @@ pub struct SnapshotInfo {
     pub gtid_pos: String,
     /// Bytes stored.
     pub size_bytes: u64,
-    /// SHA-256 of the stored bytes, lowercase hex; checked before restore.
-    pub sha256: String,
+    /// BLAKE3 of the stored bytes, lowercase hex; checked before restore.
+    pub blake3: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

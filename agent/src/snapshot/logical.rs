@@ -66,7 +66,7 @@ pub async fn create(instance: &Instance, snapshot_id: Uuid) -> Result<SnapshotIn
         format: SnapshotFormat::LogicalSqlZstd,
         gtid_pos: written.gtid_pos,
         size_bytes: written.size_bytes,
-        sha256: written.sha256,
+        blake3: written.blake3,
     })
 }
 
@@ -161,7 +161,7 @@ fn dump_runs(flavor: &dyn Flavor, databases: &[DatabaseName]) -> Vec<DumpRun> {
 #[derive(Debug)]
 struct WrittenDump {
     size_bytes: u64,
-    sha256: String,
+    blake3: String,
     gtid_pos: String,
 }
 
@@ -193,11 +193,11 @@ fn write_dump(
         program: program.to_owned(),
         message: "the dump carries no GTID position; is the binary log enabled?".to_owned(),
     })?;
-    let (size_bytes, sha256) = hashing.digest();
+    let (size_bytes, blake3) = hashing.digest();
     hashing.inner.finish()?;
     Ok(WrittenDump {
         size_bytes,
-        sha256,
+        blake3,
         gtid_pos,
     })
 }
@@ -282,7 +282,6 @@ mod tests {
     use super::*;
     use crate::flavor;
     use crate::store::{DirectoryStore, SnapshotStore};
-    use sha2::{Digest, Sha256};
     use std::fs;
 
     #[test]
@@ -321,13 +320,13 @@ mod tests {
             format: SnapshotFormat::LogicalSqlZstd,
             gtid_pos: String::new(),
             size_bytes: 5,
-            sha256: hex::encode(Sha256::digest(b"hello")),
+            blake3: blake3::hash(b"hello").to_hex().to_string(),
         };
         let check = |bytes: &[u8]| {
             crate::store::follow::check_digest(
                 &good,
                 bytes.len() as u64,
-                &hex::encode(Sha256::digest(bytes)),
+                &blake3::hash(bytes).to_hex().to_string(),
             )
         };
         check(b"hello").unwrap();
@@ -378,7 +377,7 @@ mod tests {
         assert_eq!(written.gtid_pos, "0-1-9");
         let stored = store.read_small("x.data").unwrap().unwrap();
         assert_eq!(written.size_bytes, stored.len() as u64);
-        assert_eq!(written.sha256, hex::encode(Sha256::digest(&stored)));
+        assert_eq!(written.blake3, blake3::hash(&stored).to_hex().to_string());
         let text = String::from_utf8(zstd::decode_all(&stored[..]).unwrap()).unwrap();
         assert!(text.contains("CREATE TABLE t") && text.contains("`app`@`%`"));
         assert!(!text.contains("`root`@`localhost`"), "{text}");

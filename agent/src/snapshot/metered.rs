@@ -2,7 +2,6 @@
 //! copy loop the snapshot and restore pipes use. Reading a stored snapshot back is hashed
 //! by [`crate::store::SnapshotReader`].
 
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Hashes and counts the bytes written through it, and adds them to a progress counter.
 pub(crate) struct HashingWriter<W> {
     pub(crate) inner: W,
-    hasher: Sha256,
+    hasher: blake3::Hasher,
     bytes: u64,
     progress: Option<Arc<AtomicU64>>,
 }
@@ -19,15 +18,15 @@ impl<W> HashingWriter<W> {
     pub(crate) fn new(inner: W, progress: Option<Arc<AtomicU64>>) -> HashingWriter<W> {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: blake3::Hasher::new(),
             bytes: 0,
             progress,
         }
     }
 
-    /// Bytes written and their SHA-256 (lowercase hex).
+    /// Bytes written and their BLAKE3 (lowercase hex).
     pub(crate) fn digest(&self) -> (u64, String) {
-        (self.bytes, hex::encode(self.hasher.clone().finalize()))
+        (self.bytes, self.hasher.finalize().to_hex().to_string())
     }
 }
 
@@ -131,7 +130,7 @@ mod tests {
         let copied = copy_large(&mut &input[..], &mut writer).unwrap();
         assert_eq!(copied, input.len() as u64);
         assert_eq!(writer.inner, input);
-        let expected = hex::encode(<Sha256 as Digest>::digest(&input));
+        let expected = blake3::hash(&input).to_hex().to_string();
         assert_eq!(writer.digest(), (input.len() as u64, expected));
         assert_eq!(counter.load(Ordering::Relaxed), input.len() as u64);
     }

@@ -6,7 +6,7 @@
 //!
 //! A snapshot is three objects in the store (see [`crate::store`]): a manifest (its
 //! format, written before any data and rewritten every second while it is taken), the
-//! data stream and its record ([`SnapshotInfo`]: format, size, SHA-256 and GTID position),
+//! data stream and its record ([`SnapshotInfo`]: format, size, BLAKE3 and GTID position),
 //! written last. A snapshot is finished only once its record exists. A replica may start
 //! restoring a snapshot that is still being taken ([`RestoreFrom::Following`]): it reads
 //! the data as it is written and ends once the record is there; either way the record's

@@ -81,7 +81,7 @@ pub async fn create(instance: &Instance, snapshot_id: Uuid) -> Result<SnapshotIn
     args.push(format!("--datadir={}", instance.paths.data_dir.display()));
     args.push(format!("--target-dir={}", work_dir.display()));
     let copied = operation.bytes();
-    let (size_bytes, sha256, report) = on_blocking_thread("snapshot", move || {
+    let (size_bytes, blake3, report) = on_blocking_thread("snapshot", move || {
         let result = stream_backup(&program, &client_cnf, &args, &store, snapshot_id, compression, copied);
         if let Err(err) = std::fs::remove_dir_all(&work_dir)
             && err.kind() != std::io::ErrorKind::NotFound
@@ -103,11 +103,11 @@ pub async fn create(instance: &Instance, snapshot_id: Uuid) -> Result<SnapshotIn
         },
         gtid_pos,
         size_bytes,
-        sha256,
+        blake3,
     })
 }
 
-/// Runs the backup tool into the store; answers with the stored size, its SHA-256 and the
+/// Runs the backup tool into the store; answers with the stored size, its BLAKE3 and the
 /// tool's report (stderr).
 fn stream_backup(
     program: &str,
@@ -141,9 +141,9 @@ fn stream_backup(
         return Err(tool.abort(format!("cannot store its stream: {err}")));
     }
     let report = tool.finish_with_stderr()?;
-    let (size, sha256) = hashing.digest();
+    let (size, blake3) = hashing.digest();
     hashing.inner.finish()?;
-    Ok((size, sha256, report))
+    Ok((size, blake3, report))
 }
 
 fn zstd_copy(source: &mut impl std::io::Read, out: &mut impl Write) -> std::io::Result<()> {

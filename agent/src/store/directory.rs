@@ -3,7 +3,7 @@
 //! the file (its inode), so an open reader reads on into the finished object.
 //!
 //! Finishing does not fsync the data: the record (written after it, durably) holds its
-//! SHA-256, which every reader checks before the data is used, so data torn by a power
+//! BLAKE3, which every reader checks before the data is used, so data torn by a power
 //! loss is refused, never used; and a seeding snapshot lives only while its replicas
 //! restore it. Its name is synced into the directory.
 

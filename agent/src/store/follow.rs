@@ -1,6 +1,6 @@
 //! Reading a snapshot's data: once it is finished, or while its writer is still writing it.
 //!
-//! A [`SnapshotReader`] hashes (SHA-256) and counts every byte it hands out, and
+//! A [`SnapshotReader`] hashes (BLAKE3) and counts every byte it hands out, and
 //! [`SnapshotReader::verify`] compares them with the record; nothing restored from it may
 //! be used before that check passes.
 //!
@@ -23,7 +23,6 @@
 use super::{SnapshotManifest, SnapshotStore, data_object, read_manifest, read_record};
 use crate::error::{AgentError, Result};
 use ferrotrove_proto::agent::{SnapshotFormat, SnapshotInfo};
-use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +45,7 @@ pub struct SnapshotReader {
     data: Option<Box<dyn Read + Send>>,
     /// The record: given for a finished snapshot, read from the store when following.
     record: Option<SnapshotInfo>,
-    hasher: Sha256,
+    hasher: blake3::Hasher,
     bytes: u64,
     progress: Option<Arc<AtomicU64>>,
     /// Set while following an unfinished snapshot.
@@ -107,7 +106,7 @@ impl SnapshotReader {
             snapshot_id,
             data: None,
             record: None,
-            hasher: Sha256::new(),
+            hasher: blake3::Hasher::new(),
             bytes: 0,
             progress: None,
             watch: None,
@@ -144,8 +143,8 @@ impl SnapshotReader {
                 self.snapshot_id
             )));
         };
-        let sha256 = hex::encode(self.hasher.clone().finalize());
-        check_digest(info, self.bytes, &sha256)?;
+        let blake3 = self.hasher.finalize().to_hex().to_string();
+        check_digest(info, self.bytes, &blake3)?;
         Ok(info.clone())
     }
 
@@ -259,12 +258,12 @@ impl Read for SnapshotReader {
     }
 }
 
-/// Compares `size` bytes with SHA-256 `sha256` with what `info` says.
-pub(crate) fn check_digest(info: &SnapshotInfo, size: u64, sha256: &str) -> Result<()> {
-    if size != info.size_bytes || !sha256.eq_ignore_ascii_case(&info.sha256) {
+/// Compares `size` bytes with BLAKE3 `blake3` with what `info` says.
+pub(crate) fn check_digest(info: &SnapshotInfo, size: u64, blake3: &str) -> Result<()> {
+    if size != info.size_bytes || !blake3.eq_ignore_ascii_case(&info.blake3) {
         return Err(AgentError::SnapshotMismatch(format!(
-            "snapshot {} does not match its record: read {size} bytes with sha256 {sha256}, expected {} bytes with sha256 {}; refusing to restore it",
-            info.snapshot_id, info.size_bytes, info.sha256
+            "snapshot {} does not match its record: read {size} bytes with BLAKE3 {blake3}, expected {} bytes with BLAKE3 {}; refusing to restore it",
+            info.snapshot_id, info.size_bytes, info.blake3
         )));
     }
     Ok(())
@@ -296,7 +295,7 @@ mod tests {
             format: SnapshotFormat::PhysicalXbstream,
             gtid_pos: "0-1-1".into(),
             size_bytes: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(data)),
+            blake3: blake3::hash(data).to_hex().to_string(),
         })
         .unwrap()
     }
