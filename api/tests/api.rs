@@ -746,19 +746,19 @@ async fn replicas_detach_and_delete() {
         .unwrap();
     let (status, body) = api.delete(&format!("/instances/{r2_1}")).await;
     assert_eq!((status, body), (StatusCode::ACCEPTED, Value::Null));
-    assert_eq!(
-        api.tasks.next().await,
-        TaskRequest::DeleteInstance { instance_id: r2_1 }
-    );
+    let (task, delete_task) = api.tasks.next_with_id().await;
+    assert_eq!(task, TaskRequest::DeleteInstance { instance_id: r2_1 });
     let (_, body) = api.get(&format!("/instances/{r2_1}")).await;
     assert_eq!(
         body["instance"]["status"], "SHUTDOWN",
         "deleting shows as Trove shows it"
     );
+    // Asked again: the same task again, under the same id (the taskmanager runs it once).
     assert_eq!(
         api.delete(&format!("/instances/{r2_1}")).await.0,
         StatusCode::ACCEPTED
     );
+    assert_eq!(api.tasks.next_with_id().await, (task, delete_task));
     api.tasks.assert_empty().await;
     assert_fault(
         &api.delete(&format!("/instances/{}", uuid::Uuid::new_v4()))

@@ -328,12 +328,20 @@ impl Bus {
     /// confirmed it holds the message, persistently (it survives a broker restart). The queue is declared (durable) if it does not
     /// exist yet, so a cast to a service that has not started yet waits for it.
     pub async fn cast<M: Method>(&self, queue: &str, message: &M) -> Result<(), BusError> {
-        self.cast_with(
-            queue,
-            message,
-            BasicProperties::default().with_delivery_mode(PERSISTENT),
-        )
-        .await
+        self.cast_as(queue, message, Uuid::now_v7()).await
+    }
+
+    /// [`Bus::cast`] under `message_id` instead of a fresh one: receivers that key their
+    /// work by message id (the taskmanager's task rows) take every copy sent under one id
+    /// as one message, so a request repeated after an uncertain outcome resends it safely.
+    pub async fn cast_as<M: Method>(
+        &self,
+        queue: &str,
+        message: &M,
+        message_id: Uuid,
+    ) -> Result<(), BusError> {
+        let persistent = BasicProperties::default().with_delivery_mode(PERSISTENT);
+        self.cast_with(queue, message, message_id, persistent).await
     }
 
     /// [`Bus::cast`] for what may be lost in a broker restart because the next one replaces
@@ -343,7 +351,7 @@ impl Bus {
         queue: &str,
         message: &M,
     ) -> Result<(), BusError> {
-        self.cast_with(queue, message, BasicProperties::default())
+        self.cast_with(queue, message, Uuid::now_v7(), BasicProperties::default())
             .await
     }
 
@@ -351,11 +359,13 @@ impl Bus {
         &self,
         queue: &str,
         message: &M,
+        message_id: Uuid,
         properties: BasicProperties,
     ) -> Result<(), BusError> {
         let inner = self.inner().await?;
         self.declare_on(&inner, queue).await?;
-        let envelope = Envelope::new(self.sender(), message.name(), encode(message)?, now_ms());
+        let mut envelope = Envelope::new(self.sender(), message.name(), encode(message)?, now_ms());
+        envelope.message_id = message_id;
         self.publish(&inner, queue, &envelope, properties).await
     }
 

@@ -80,10 +80,12 @@ pub enum Transition {
 /// The outcome of [`Store::start_delete`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum DeleteStart {
-    /// Now `DELETING`; the row after the change.
-    Started(Instance),
-    /// Was `DELETING` already; nothing changed.
-    AlreadyDeleting(Instance),
+    /// Now `DELETING`; the row after the change, and the id its delete task must be sent
+    /// under.
+    Started(Instance, Uuid),
+    /// Was `DELETING` already; the row, and the id its delete task is sent under (the one
+    /// chosen when the delete started): sending it again resends the same task.
+    AlreadyDeleting(Instance, Uuid),
     /// It is the source of these live replicas; nothing changed.
     HasReplicas(Instance, Vec<Uuid>),
     /// A taskmanager is working on it, or replicas are being seeded from it; the row as
@@ -163,6 +165,17 @@ async fn lock_live(tx: &mut Transaction<'_>, id: Uuid) -> Result<Option<Instance
         )
         .await?;
     row.map(Instance::from_row).transpose()
+}
+
+/// Chooses the id of the task that deletes instance `id` (locked in `tx`) and records it.
+async fn choose_delete_task(tx: &mut Transaction<'_>, id: Uuid) -> Result<Uuid, StoreError> {
+    let task = Uuid::now_v7();
+    tx.exec_drop(
+        "UPDATE instances SET delete_task = ? WHERE id = ?",
+        (task.to_string(), id.to_string()),
+    )
+    .await?;
+    Ok(task)
 }
 
 async fn insert_rows(
@@ -512,7 +525,23 @@ impl Store {
             let result = async {
                 let found = lock_live(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
                 if found.status == InstanceStatus::Deleting {
-                    return Ok(Outcome::Rollback(DeleteStart::AlreadyDeleting(found)));
+                    let chosen: Option<Option<String>> = tx
+                        .exec_first(
+                            "SELECT delete_task FROM instances WHERE id = ?",
+                            (id.to_string(),),
+                        )
+                        .await?;
+                    return Ok(match chosen.flatten() {
+                        Some(task) => Outcome::Rollback(DeleteStart::AlreadyDeleting(
+                            found,
+                            parse_uuid("delete_task", &task)?,
+                        )),
+                        // Made DELETING before delete tasks had ids of their own.
+                        None => {
+                            let task = choose_delete_task(&mut tx, id).await?;
+                            Outcome::Commit(DeleteStart::AlreadyDeleting(found, task))
+                        }
+                    });
                 }
                 let activity = read_activity(&mut tx, &found, true).await?;
                 if let Some(seeding) = activity
@@ -538,9 +567,9 @@ impl Store {
                 if let Some(busy) = activity.filter(Activity::in_progress) {
                     return Ok(Outcome::Rollback(DeleteStart::Busy(found, busy)));
                 }
-                Ok(Outcome::Commit(DeleteStart::Started(
-                    set_status_locked(&mut tx, id, InstanceStatus::Deleting).await?,
-                )))
+                let deleting = set_status_locked(&mut tx, id, InstanceStatus::Deleting).await?;
+                let task = choose_delete_task(&mut tx, id).await?;
+                Ok(Outcome::Commit(DeleteStart::Started(deleting, task)))
             }
             .await;
             finish(tx, result).await

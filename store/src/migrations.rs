@@ -227,6 +227,17 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS instances TEXT NULL",
         ],
     },
+    Migration {
+        version: 9,
+        statements: &[
+            // The id of the task deleting an instance, chosen when it became DELETING (in the
+            // same statement's transaction): every request to delete it sends the task under
+            // this id, so a repeated request resends a lost task and never starts a second
+            // one. NULL until a delete starts (and for rows made DELETING before this
+            // migration: the next request to delete one chooses it).
+            "ALTER TABLE instances ADD COLUMN IF NOT EXISTS delete_task CHAR(36) NULL",
+        ],
+    },
 ];
 
 /// The server-wide lock name for migrating `database` (lock names are at most 64

@@ -441,18 +441,41 @@ async fn statuses_endpoints_and_replicas() {
             .unwrap()
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
+    let DeleteStart::Started(deleting, delete_task) = store.start_delete(r2.id).await.unwrap()
+    else {
+        panic!("r2, left by a dead task, must be deletable");
+    };
+    assert_eq!(
+        (deleting.status, deleting.fault),
+        (InstanceStatus::Deleting, None)
+    );
+    // Asked again, as after a request whose task was lost: the same task id, every time.
+    for _ in 0..2 {
+        assert!(matches!(
+            store.start_delete(r2.id).await.unwrap(),
+            DeleteStart::AlreadyDeleting(_, task) if task == delete_task
+        ));
+    }
+    // A row made DELETING before delete tasks had ids gets one, and keeps it.
+    raw_sql(
+        &db,
+        &format!(
+            "UPDATE instances SET delete_task = NULL WHERE id = '{}'",
+            r2.id
+        ),
+    )
+    .await;
+    let DeleteStart::AlreadyDeleting(_, chosen) = store.start_delete(r2.id).await.unwrap() else {
+        panic!("r2 is DELETING");
+    };
     assert!(matches!(
         store.start_delete(r2.id).await.unwrap(),
-        DeleteStart::Started(i) if i.status == InstanceStatus::Deleting && i.fault.is_none()
-    ));
-    assert!(matches!(
-        store.start_delete(r2.id).await.unwrap(),
-        DeleteStart::AlreadyDeleting(_)
+        DeleteStart::AlreadyDeleting(_, task) if task == chosen
     ));
     store.mark_deleted(r2.id).await.unwrap();
     assert!(matches!(
         store.start_delete(src.id).await.unwrap(),
-        DeleteStart::Started(_)
+        DeleteStart::Started(..)
     ));
     let err = store.start_delete(r2.id).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
@@ -482,7 +505,7 @@ async fn statuses_endpoints_and_replicas() {
         .unwrap();
     assert!(matches!(
         store.start_delete(built.id).await.unwrap(),
-        DeleteStart::Started(_)
+        DeleteStart::Started(..)
     ));
 }
 
@@ -611,12 +634,12 @@ async fn replicas_are_busy_with_the_task_that_names_them() {
         other => panic!("b, seeded by a live task, started deleting: {other:?}"),
     }
     assert!(
-        matches!(store.start_delete(a).await.unwrap(), DeleteStart::Started(i) if i.id == a && i.status == InstanceStatus::Deleting),
+        matches!(store.start_delete(a).await.unwrap(), DeleteStart::Started(i, _) if i.id == a && i.status == InstanceStatus::Deleting),
         "a, left by a dead task, must be deletable"
     );
     assert!(matches!(
         store.start_delete(a).await.unwrap(),
-        DeleteStart::AlreadyDeleting(_)
+        DeleteStart::AlreadyDeleting(..)
     ));
     assert_eq!(
         store.get_task(task_a).await.unwrap().unwrap().instances,
@@ -695,7 +718,7 @@ async fn tasks_recorded_without_instances_fall_back_to_their_source() {
     assert_eq!(activity.and_then(|x| x.task).map(|t| t.id), Some(named));
     assert!(matches!(
         store.start_delete(new).await.unwrap(),
-        DeleteStart::Started(_)
+        DeleteStart::Started(..)
     ));
 }
 

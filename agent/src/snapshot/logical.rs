@@ -326,7 +326,7 @@ mod tests {
             crate::store::follow::check_digest(
                 &good,
                 bytes.len() as u64,
-                &blake3::hash(bytes).to_hex().to_string(),
+                blake3::hash(bytes).to_hex().as_str(),
             )
         };
         check(b"hello").unwrap();

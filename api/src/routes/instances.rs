@@ -310,17 +310,19 @@ pub async fn ensure_active(
 }
 
 /// `DELETE /instances/{id}`: a source with live replicas is refused (403, as Trove); a busy
-/// instance (see [`busy`]) gets 422 saying with what; deleting an instance already being
-/// deleted is accepted again.
+/// instance (see [`busy`]) gets 422 saying with what. Deleting an instance already being
+/// deleted is accepted again and sends its delete task again, under the id chosen when
+/// the delete started: a task lost on the way (the API stopped before sending it) is sent
+/// now, and one already queued or running stays the only one.
 pub async fn delete(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Params(path): Params<InstancePath>,
 ) -> Result<StatusCode, Fault> {
     let instance = load_instance(&state, &tenant, &path.id).await?;
-    match state.store.start_delete(instance.id).await? {
-        DeleteStart::Started(_) => {}
-        DeleteStart::AlreadyDeleting(_) => return Ok(StatusCode::ACCEPTED),
+    let (task, started) = match state.store.start_delete(instance.id).await? {
+        DeleteStart::Started(_, task) => (task, true),
+        DeleteStart::AlreadyDeleting(_, task) => (task, false),
         DeleteStart::HasReplicas(..) => {
             return Err(Fault::forbidden(
                 "Detach replicas before deleting replica source.",
@@ -329,22 +331,17 @@ pub async fn delete(
         DeleteStart::Busy(now, activity) => {
             return Err(busy::busy(&now, &activity, Action::Delete));
         }
-    }
-    if let Err(e) = state
-        .bus
-        .cast(
-            queues::TASKMANAGER,
-            &TaskRequest::DeleteInstance {
-                instance_id: instance.id,
-            },
-        )
-        .await
-    {
-        // Nothing was done yet: put back the status (and fault) it had.
-        if let Err(undo) = state
-            .store
-            .set_status(instance.id, instance.status, instance.fault.as_deref())
-            .await
+    };
+    let request = TaskRequest::DeleteInstance {
+        instance_id: instance.id,
+    };
+    if let Err(e) = state.bus.cast_as(queues::TASKMANAGER, &request, task).await {
+        // Nothing was done yet: put back the status (and fault) it had before this request.
+        if started
+            && let Err(undo) = state
+                .store
+                .set_status(instance.id, instance.status, instance.fault.as_deref())
+                .await
         {
             tracing::error!(error = %undo, "could not undo DELETING after a failed cast");
         }

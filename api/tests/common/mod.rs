@@ -73,6 +73,11 @@ impl TaskQueue {
 
     /// The next cast, decoded from its envelope.
     pub async fn next(&mut self) -> TaskRequest {
+        self.next_with_id().await.0
+    }
+
+    /// The next cast, and the message id it was sent under (a task's id).
+    pub async fn next_with_id(&mut self) -> (TaskRequest, uuid::Uuid) {
         let delivery = tokio::time::timeout(Duration::from_secs(10), self.consumer.next())
             .await
             .expect("a cast to the taskmanager within 10 s")
@@ -83,7 +88,7 @@ impl TaskQueue {
         assert_eq!(envelope.sender, ferrotrove_api::BUS_SENDER);
         let task: TaskRequest = decode(&envelope.payload).expect("a TaskRequest");
         assert_eq!(envelope.method, ferrotrove_proto::Method::name(&task));
-        task
+        (task, envelope.message_id)
     }
 
     /// Asserts that nothing more was cast (within a short wait).
