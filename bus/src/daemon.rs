@@ -50,17 +50,29 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Since when a daemon has been consuming its queue without a break (`None` while it is
+/// not), for work that relies on what arrives there: the conductor judges liveness from
+/// heartbeats only once it has been receiving them for a whole expiry.
+pub type Serving = tokio::sync::watch::Sender<Option<std::time::Instant>>;
+
 /// Serves `queue` with `handler` until `shutdown` resolves. When the broker connection is
 /// lost, it connects again (backing off up to 5 s between tries) and serves again, so a
-/// broker restart costs a daemon nothing but the time the broker was away.
+/// broker restart costs a daemon nothing but the time the broker was away. `serving`, when
+/// given, says whether it is consuming, and since when.
 pub async fn serve_until_shutdown<H: crate::Handler + Clone>(
     bus: &crate::Bus,
     queue: &str,
     handler: H,
     verifier: Option<crate::Verifier>,
+    serving: Option<&Serving>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let report = |since: Option<std::time::Instant>| {
+        if let Some(serving) = serving {
+            serving.send_replace(since);
+        }
+    };
     let mut pause = std::time::Duration::from_millis(100);
     loop {
         let served = tokio::select! {
@@ -70,6 +82,7 @@ pub async fn serve_until_shutdown<H: crate::Handler + Clone>(
         let mut server = match served {
             Ok(server) => {
                 tracing::info!(queue, "serving");
+                report(Some(std::time::Instant::now()));
                 pause = std::time::Duration::from_millis(100);
                 server
             }
@@ -89,7 +102,10 @@ pub async fn serve_until_shutdown<H: crate::Handler + Clone>(
                 bus.close().await;
                 return;
             }
-            () = server.closed() => tracing::warn!(queue, "lost the message broker; reconnecting"),
+            () = server.closed() => {
+                report(None);
+                tracing::warn!(queue, "lost the message broker; reconnecting");
+            }
         }
     }
 }

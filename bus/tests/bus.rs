@@ -412,9 +412,16 @@ async fn a_lost_connection_fails_calls_fast_and_both_sides_reconnect() {
     let serving = tokio::spawn({
         let server_bus = server_bus.clone();
         async move {
-            ferrotrove_bus::daemon::serve_until_shutdown(&server_bus, "echo", echo, None, async {
-                let _ = stop_rx.await;
-            })
+            ferrotrove_bus::daemon::serve_until_shutdown(
+                &server_bus,
+                "echo",
+                echo,
+                None,
+                None,
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
             .await
         }
     });

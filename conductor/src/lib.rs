@@ -1,7 +1,8 @@
 //! The conductor: the only consumer of what guests report (heartbeats, with the progress of
 //! a running snapshot or restore; job results later). It writes reports to the control DB
 //! and acks each only once it is stored, and it keeps liveness in the control DB: a
-//! periodic check marks instances whose heartbeats stopped.
+//! periodic check marks instances whose heartbeats stopped, while (and only while) it has
+//! been consuming them for a whole expiry.
 //!
 //! Heartbeats are written in batches: each handled message waits while its batch fills
 //! (up to `heartbeats.batch_max`, or `heartbeats.batch_window_ms` after the batch's first
@@ -208,13 +209,44 @@ pub async fn check_liveness(store: &Store, expiry: Duration) -> Result<usize, St
     Ok(marked.len())
 }
 
-/// Runs [`check_liveness`] every `check_interval`, the first time one expiry after start.
-async fn check_liveness_periodically(store: Store, settings: HeartbeatConfig) {
-    tokio::time::sleep(settings.expiry()).await;
+/// Whether silence can be judged: only once this conductor has been consuming heartbeats
+/// for a whole `expiry` (since `serving_since`). While it cannot consume (the broker is
+/// away, or it is connecting again), no heartbeat can reach it, so silence says nothing
+/// about the guests, and marking them stale would show every instance SHUTDOWN for a fault
+/// of the control plane's own.
+pub fn may_judge_liveness(
+    serving_since: Option<std::time::Instant>,
+    now: std::time::Instant,
+    expiry: Duration,
+) -> bool {
+    serving_since.is_some_and(|since| now.saturating_duration_since(since) >= expiry)
+}
+
+/// Runs [`check_liveness`] every `check_interval` while [`may_judge_liveness`] allows it.
+async fn check_liveness_periodically(
+    store: Store,
+    settings: HeartbeatConfig,
+    serving: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
+) {
     let mut ticks = tokio::time::interval(settings.check_interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut judging = false;
     loop {
         ticks.tick().await;
+        let since = *serving.borrow();
+        if !may_judge_liveness(since, std::time::Instant::now(), settings.expiry()) {
+            if judging {
+                tracing::warn!(
+                    "not consuming heartbeats: no instance is marked stale until they have been received again for a whole expiry"
+                );
+                judging = false;
+            }
+            continue;
+        }
+        if !judging {
+            tracing::info!("judging liveness: heartbeats have been received for a whole expiry");
+            judging = true;
+        }
         if let Err(error) = check_liveness(&store, settings.expiry()).await {
             tracing::warn!(%error, "liveness check failed; trying again at the next one");
         }
@@ -309,15 +341,42 @@ pub async fn run(
         );
     }
     let verifier = Verifier::Lookup(Arc::new(InstanceKeys::preloaded(store.clone()).await));
-    let checker = tokio::spawn(check_liveness_periodically(store.clone(), settings.clone()));
+    let (serving, serving_since) = tokio::sync::watch::channel(None);
+    let checker = tokio::spawn(check_liveness_periodically(
+        store.clone(),
+        settings.clone(),
+        serving_since,
+    ));
     ferrotrove_bus::daemon::serve_until_shutdown(
         &bus,
         queues::CONDUCTOR,
         Conductor::new(store, settings),
         Some(verifier),
+        Some(&serving),
         shutdown,
     )
     .await;
     checker.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_judge_liveness;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn silence_is_judged_only_after_a_whole_expiry_of_consuming() {
+        let expiry = Duration::from_secs(10);
+        let now = Instant::now();
+        let ago = |secs| now.checked_sub(Duration::from_secs(secs));
+        // Not consuming at all (the broker is away): never.
+        assert!(!may_judge_liveness(None, now, expiry));
+        // Consuming again for less than an expiry: heartbeats may still be on their way.
+        assert!(!may_judge_liveness(ago(0), now, expiry));
+        assert!(!may_judge_liveness(ago(9), now, expiry));
+        // For a whole expiry: silence now means silence.
+        assert!(may_judge_liveness(ago(10), now, expiry));
+        assert!(may_judge_liveness(ago(3600), now, expiry));
+    }
 }

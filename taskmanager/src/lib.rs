@@ -59,6 +59,7 @@ pub async fn run(
         queues::TASKMANAGER,
         tasks,
         Some(Verifier::Publishers(config.task_publishers().into())),
+        None,
         shutdown,
     )
     .await;

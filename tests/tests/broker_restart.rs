@@ -105,7 +105,15 @@ fn a_broker_restart_loses_no_command_and_runs_none_twice() {
         stack.logs()
     );
     stack.broker_node().stop();
-    std::thread::sleep(Duration::from_secs(2));
+    // Away for longer than the conductor's 10 s expiry: no heartbeat can arrive, but that
+    // is the control plane's fault, not the guests', so m1 must not turn SHUTDOWN.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        stack.ftrove_json(&["show", "m1"])["status"],
+        "ACTIVE",
+        "the broker's absence marked m1 stale:\n{}",
+        stack.logs()
+    );
     stack.broker_node().boot();
     let back = answered.load(Ordering::SeqCst);
     assert!(
