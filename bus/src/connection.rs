@@ -364,8 +364,13 @@ impl Bus {
     ) -> Result<(), BusError> {
         let inner = self.inner().await?;
         self.declare_on(&inner, queue).await?;
-        let mut envelope = Envelope::new(self.sender(), message.name(), encode(message)?, now_ms());
-        envelope.message_id = message_id;
+        let envelope = Envelope::with_id(
+            message_id,
+            self.sender(),
+            message.name(),
+            encode(message)?,
+            now_ms(),
+        );
         self.publish(&inner, queue, &envelope, properties).await
     }
 

@@ -65,9 +65,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 impl Envelope {
     /// A new message carrying `payload` (already encoded) for `method`.
     pub fn new(sender: &str, method: &str, payload: Vec<u8>, sent_at_ms: i64) -> Envelope {
+        Envelope::with_id(Uuid::now_v7(), sender, method, payload, sent_at_ms)
+    }
+
+    /// [`Envelope::new`] under a message id the sender chose (a copy of a message sent
+    /// before, which receivers keyed by message id take as the same message).
+    pub fn with_id(
+        message_id: Uuid,
+        sender: &str,
+        method: &str,
+        payload: Vec<u8>,
+        sent_at_ms: i64,
+    ) -> Envelope {
         Envelope {
             version: PROTOCOL_VERSION,
-            message_id: Uuid::now_v7(),
+            message_id,
             correlation_id: None,
             operation_id: None,
             sender: sender.to_owned(),
