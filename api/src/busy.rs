@@ -6,7 +6,8 @@
 //! - delete: refused while replicas are being seeded from the instance, or while a
 //!   taskmanager works on it (creating it, seeding it, detaching it); allowed otherwise,
 //!   also in BUILD or DETACH when no taskmanager holds its task (stuck), and in ERROR;
-//! - detach: only an ACTIVE replica with a live server;
+//! - detach: only an ACTIVE replica with a live server; asked again while it is in DETACH,
+//!   it is accepted and resends the detach task under the id recorded with DETACH;
 //! - create a replica: only from an ACTIVE source with a live server (also while other
 //!   replicas are being seeded from it, as Trove allows).
 

@@ -688,21 +688,20 @@ async fn replicas_detach_and_delete() {
     );
     let (status, body) = api.put(&format!("/instances/{r1}"), detach.clone()).await;
     assert_eq!((status, body), (StatusCode::ACCEPTED, Value::Null));
-    assert_eq!(
-        api.tasks.next().await,
-        TaskRequest::DetachReplica { instance_id: r1 }
-    );
+    let (task, detach_task) = api.tasks.next_with_id().await;
+    assert_eq!(task, TaskRequest::DetachReplica { instance_id: r1 });
     let (_, body) = api.get(&format!("/instances/{r1}")).await;
     assert_eq!(body["instance"]["status"], "DETACH");
-    assert_fault(
-        &api.put(
+    // Asked again (Trove's older spelling): the same task again, under the same id.
+    let (status, body) = api
+        .put(
             &format!("/instances/{r1}"),
             json!({"instance": {"slave_of": null}}),
         )
-        .await,
-        422,
-        "unprocessableEntity",
-    );
+        .await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, Value::Null));
+    assert_eq!(api.tasks.next_with_id().await, (task, detach_task));
+    api.tasks.assert_empty().await;
 
     // Rename.
     let (status, _) = api
@@ -875,20 +874,25 @@ async fn busy_instances_are_refused_with_what_they_are_busy_with() {
         api.put(&format!("/instances/{r}"), detach.clone()).await.0,
         StatusCode::ACCEPTED
     );
-    api.tasks.next().await;
+    let (_, detach_task) = api.tasks.next_with_id().await;
     let detaching = api.running_task("detach", r, &[r], "detach").await;
-    for response in [
-        api.delete(&format!("/instances/{r}")).await,
-        api.put(&format!("/instances/{r}"), detach.clone()).await,
-    ] {
-        let message = not_possible(&response);
-        assert!(
-            message.starts_with(&format!(
-                "Instance {r} is busy: being detached from its source (step detach, started "
-            )) && message.ends_with("; try again when the detach has finished."),
-            "{message}"
-        );
-    }
+    let message = not_possible(&api.delete(&format!("/instances/{r}")).await);
+    assert!(
+        message.starts_with(&format!(
+            "Instance {r} is busy: being detached from its source (step detach, started "
+        )) && message.ends_with("; try again when the detach has finished."),
+        "{message}"
+    );
+    // Detaching it again is the same request: accepted, and its task resent under its id
+    // (the running taskmanager's claim keeps it the only run).
+    assert_eq!(
+        api.put(&format!("/instances/{r}"), detach.clone()).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        api.tasks.next_with_id().await,
+        (TaskRequest::DetachReplica { instance_id: r }, detach_task)
+    );
     // Its source still has it as a replica, not in BUILD: Trove's refusal.
     assert_fault(
         &api.delete(&format!("/instances/{src}")).await,

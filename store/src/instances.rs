@@ -67,13 +67,17 @@ pub struct NewInstance {
     pub replica_of: Option<Uuid>,
 }
 
-/// The outcome of a guarded status change.
+/// The outcome of [`Store::start_detach`].
 #[derive(Clone, Debug, PartialEq)]
-pub enum Transition {
-    /// Done; the row after the change.
-    Done(Instance),
-    /// The status was not one of those allowed; the row as found, and what it is busy
-    /// with (`None`: it is not busy, only in another status, such as ERROR).
+pub enum DetachStart {
+    /// Now `DETACH`; the row after the change, and the id its detach task must be sent
+    /// under.
+    Started(Instance, Uuid),
+    /// Was `DETACH` already; the row, and the id its detach task is sent under (the one
+    /// chosen when the detach started): sending it again resends the same task.
+    AlreadyDetaching(Instance, Uuid),
+    /// Neither ACTIVE nor DETACH; the row as found, and what it is busy with (`None`: it
+    /// is not busy, only in another status, such as ERROR). Nothing changed.
     Refused(Instance, Option<Activity>),
 }
 
@@ -167,15 +171,49 @@ async fn lock_live(tx: &mut Transaction<'_>, id: Uuid) -> Result<Option<Instance
     row.map(Instance::from_row).transpose()
 }
 
-/// Chooses the id of the task that deletes instance `id` (locked in `tx`) and records it.
-async fn choose_delete_task(tx: &mut Transaction<'_>, id: Uuid) -> Result<Uuid, StoreError> {
-    let task = Uuid::now_v7();
-    tx.exec_drop(
-        "UPDATE instances SET delete_task = ? WHERE id = ?",
-        (task.to_string(), id.to_string()),
-    )
-    .await?;
-    Ok(task)
+/// A request whose status (DELETING, DETACH) waits for one task, whose id is recorded with
+/// the status, so that asking again sends that same task again (see migrations 9 and 10).
+#[derive(Clone, Copy, Debug)]
+enum StatusTask {
+    Delete,
+    Detach,
+}
+
+impl StatusTask {
+    fn column(self) -> &'static str {
+        match self {
+            StatusTask::Delete => "delete_task",
+            StatusTask::Detach => "detach_task",
+        }
+    }
+
+    /// Chooses the id of this request's task for instance `id` (locked in `tx`) and
+    /// records it.
+    async fn choose(self, tx: &mut Transaction<'_>, id: Uuid) -> Result<Uuid, StoreError> {
+        let task = Uuid::now_v7();
+        tx.exec_drop(
+            format!("UPDATE instances SET {} = ? WHERE id = ?", self.column()),
+            (task.to_string(), id.to_string()),
+        )
+        .await?;
+        Ok(task)
+    }
+
+    /// The id recorded when this request started for instance `id` (locked in `tx`); one
+    /// is chosen now for a row put in the status before ids were recorded.
+    async fn recorded(self, tx: &mut Transaction<'_>, id: Uuid) -> Result<Uuid, StoreError> {
+        let column = self.column();
+        let chosen: Option<Option<String>> = tx
+            .exec_first(
+                format!("SELECT {column} FROM instances WHERE id = ?"),
+                (id.to_string(),),
+            )
+            .await?;
+        match chosen.flatten() {
+            Some(task) => parse_uuid(column, &task),
+            None => self.choose(tx, id).await,
+        }
+    }
 }
 
 async fn insert_rows(
@@ -483,25 +521,30 @@ impl Store {
         .await
     }
 
-    /// Sets `to` if the live instance's status is one of `from`, under a row lock.
-    /// Unknown or deleted: [`StoreError::NotFound`].
-    pub async fn change_status(
-        &self,
-        id: Uuid,
-        from: &[InstanceStatus],
-        to: InstanceStatus,
-    ) -> Result<Transition, StoreError> {
+    /// Starts detaching replica `id`: sets `DETACH` if it is ACTIVE, under a row lock, and
+    /// records the id its detach task is sent under. Unknown or deleted:
+    /// [`StoreError::NotFound`]. Whether it is a replica is the caller's to check.
+    pub async fn start_detach(&self, id: Uuid) -> Result<DetachStart, StoreError> {
         self.bounded(async {
             let mut tx = self.pool.start_transaction(TxOpts::default()).await?;
             let result = async {
                 let found = lock_live(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
-                if !from.contains(&found.status) {
-                    let activity = read_activity(&mut tx, &found, false).await?;
-                    return Ok(Outcome::Rollback(Transition::Refused(found, activity)));
+                match found.status {
+                    InstanceStatus::Detach => {
+                        let task = StatusTask::Detach.recorded(&mut tx, id).await?;
+                        Ok(Outcome::Commit(DetachStart::AlreadyDetaching(found, task)))
+                    }
+                    InstanceStatus::Active => {
+                        let detaching =
+                            set_status_locked(&mut tx, id, InstanceStatus::Detach).await?;
+                        let task = StatusTask::Detach.choose(&mut tx, id).await?;
+                        Ok(Outcome::Commit(DetachStart::Started(detaching, task)))
+                    }
+                    _ => {
+                        let activity = read_activity(&mut tx, &found, false).await?;
+                        Ok(Outcome::Rollback(DetachStart::Refused(found, activity)))
+                    }
                 }
-                Ok(Outcome::Commit(Transition::Done(
-                    set_status_locked(&mut tx, id, to).await?,
-                )))
             }
             .await;
             finish(tx, result).await
@@ -525,23 +568,8 @@ impl Store {
             let result = async {
                 let found = lock_live(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
                 if found.status == InstanceStatus::Deleting {
-                    let chosen: Option<Option<String>> = tx
-                        .exec_first(
-                            "SELECT delete_task FROM instances WHERE id = ?",
-                            (id.to_string(),),
-                        )
-                        .await?;
-                    return Ok(match chosen.flatten() {
-                        Some(task) => Outcome::Rollback(DeleteStart::AlreadyDeleting(
-                            found,
-                            parse_uuid("delete_task", &task)?,
-                        )),
-                        // Made DELETING before delete tasks had ids of their own.
-                        None => {
-                            let task = choose_delete_task(&mut tx, id).await?;
-                            Outcome::Commit(DeleteStart::AlreadyDeleting(found, task))
-                        }
-                    });
+                    let task = StatusTask::Delete.recorded(&mut tx, id).await?;
+                    return Ok(Outcome::Commit(DeleteStart::AlreadyDeleting(found, task)));
                 }
                 let activity = read_activity(&mut tx, &found, true).await?;
                 if let Some(seeding) = activity
@@ -568,7 +596,7 @@ impl Store {
                     return Ok(Outcome::Rollback(DeleteStart::Busy(found, busy)));
                 }
                 let deleting = set_status_locked(&mut tx, id, InstanceStatus::Deleting).await?;
-                let task = choose_delete_task(&mut tx, id).await?;
+                let task = StatusTask::Delete.choose(&mut tx, id).await?;
                 Ok(Outcome::Commit(DeleteStart::Started(deleting, task)))
             }
             .await;

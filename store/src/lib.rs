@@ -41,7 +41,7 @@ pub use datastores::{Datastore, DatastoreVersion};
 pub use error::StoreError;
 pub use flavors::Flavor;
 pub use guest_status::{GuestLiveness, GuestStatus};
-pub use instances::{DeleteStart, Instance, NewInstance, ReplicaInsert, Transition};
+pub use instances::{DeleteStart, DetachStart, Instance, NewInstance, ReplicaInsert};
 pub use migrations::{MARIADB_10_11_VERSION_ID, MARIADB_DATASTORE_ID};
 pub use replication_users::ReplicationUserRow;
 pub use tasks::{TaskClaim, TaskRow};

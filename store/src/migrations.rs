@@ -238,6 +238,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE instances ADD COLUMN IF NOT EXISTS delete_task CHAR(36) NULL",
         ],
     },
+    Migration {
+        version: 10,
+        statements: &[
+            // The id of the task detaching a replica, chosen when it became DETACH, as
+            // `delete_task` is for deleting: a repeated detach resends a lost task. NULL
+            // until a detach starts (and for rows made DETACH before this migration: the
+            // next request to detach one chooses it).
+            "ALTER TABLE instances ADD COLUMN IF NOT EXISTS detach_task CHAR(36) NULL",
+        ],
+    },
 ];
 
 /// The server-wide lock name for migrating `database` (lock names are at most 64

@@ -9,7 +9,7 @@ use ferrotrove_proto::agent::{Progress, ReplicationStatus, ServerStatus};
 use ferrotrove_proto::conductor::{Heartbeat, HostStats};
 use ferrotrove_proto::status::{InstanceStatus, Role};
 use ferrotrove_store::{
-    BusyWith, DeleteStart, NewInstance, ReplicaInsert, Store, StoreError, TaskClaim, Transition,
+    BusyWith, DeleteStart, DetachStart, NewInstance, ReplicaInsert, Store, StoreError, TaskClaim,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -361,16 +361,45 @@ async fn statuses_endpoints_and_replicas() {
             .is_not_found()
     );
 
-    // Guarded status changes.
+    // Detaching: only from ACTIVE; the task id is recorded with DETACH and stays the same
+    // when asked again, and a row made DETACH before ids were recorded gets one, once.
     assert!(matches!(
-        store.change_status(r2.id, &[InstanceStatus::Active], InstanceStatus::Detach).await.unwrap(),
-        Transition::Refused(i, Some(a)) if i.status == InstanceStatus::Build
+        store.start_detach(r2.id).await.unwrap(),
+        DetachStart::Refused(i, Some(a)) if i.status == InstanceStatus::Build
             && a.busy_with == BusyWith::SeededFrom { source_id: src.id, source_name: "src".into() }
     ));
+    let DetachStart::Started(detaching, detach_task) = store.start_detach(r1.id).await.unwrap()
+    else {
+        panic!("an ACTIVE replica did not start detaching")
+    };
+    assert_eq!(detaching.status, InstanceStatus::Detach);
     assert!(matches!(
-        store.change_status(r1.id, &[InstanceStatus::Active], InstanceStatus::Detach).await.unwrap(),
-        Transition::Done(i) if i.status == InstanceStatus::Detach
+        store.start_detach(r1.id).await.unwrap(),
+        DetachStart::AlreadyDetaching(_, task) if task == detach_task
     ));
+    raw_sql(
+        &db,
+        &format!(
+            "UPDATE instances SET detach_task = NULL WHERE id = '{}'",
+            r1.id
+        ),
+    )
+    .await;
+    let DetachStart::AlreadyDetaching(_, chosen) = store.start_detach(r1.id).await.unwrap() else {
+        panic!("a DETACH row lost its status")
+    };
+    assert_ne!(chosen, detach_task);
+    assert!(matches!(
+        store.start_detach(r1.id).await.unwrap(),
+        DetachStart::AlreadyDetaching(_, task) if task == chosen
+    ));
+    assert!(
+        store
+            .start_detach(Uuid::new_v4())
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     store.set_replica_of(r1.id, None).await.unwrap();
     assert_eq!(store.replicas_of(src.id).await.unwrap(), [r2.id]);
 

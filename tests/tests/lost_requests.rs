@@ -39,9 +39,12 @@ fn a_delete_whose_task_was_lost_is_sent_again_when_asked_again_and_runs_once() {
         "0"
     );
 
-    // Asked again, twice: the task is sent each time, under the recorded id.
+    // Asked again, twice, while the taskmanager is frozen (so the first copy cannot finish
+    // before the second is sent): the task is sent each time, under the recorded id.
+    stack.freeze_taskmanager(true);
     stack.ftrove_ok(&["delete", "d1"]);
     stack.ftrove_ok(&["delete", "d1"]);
+    stack.freeze_taskmanager(false);
     assert!(
         eventually(Duration::from_secs(60), || !stack.ftrove(&["show", "d1"]).0),
         "d1 was not deleted: {}",
@@ -71,4 +74,88 @@ fn a_delete_whose_task_was_lost_is_sent_again_when_asked_again_and_runs_once() {
         !stack.instance_dir(&id).exists(),
         "the instance's server and files are gone"
     );
+}
+
+#[test]
+fn a_detach_whose_task_was_lost_is_sent_again_when_asked_again_and_runs_once() {
+    let stack = Stack::start();
+    let m1_port = stack.create_source_with_rows("m1", 10);
+    stack.ftrove_ok(&[
+        "create",
+        "s1",
+        "7",
+        "--size",
+        "2",
+        "--replica-of",
+        "m1",
+        "--wait",
+    ]);
+    let s1 = stack.ftrove_json(&["show", "s1"]);
+    let id = s1["id"].as_str().expect("an id").to_owned();
+    let s1_port = u16::try_from(s1["port"].as_u64().expect("a port")).expect("a port");
+
+    // What a detach commits before it sends the task, and then no task.
+    let task = uuid::Uuid::now_v7();
+    control_sql(
+        &stack,
+        &format!(
+            "UPDATE instances SET status = 'DETACH', detach_task = '{task}' WHERE id = '{id}'"
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        control_sql(
+            &stack,
+            &format!("SELECT COUNT(*) FROM tasks WHERE instance_id = '{id}' AND kind = 'detach'")
+        ),
+        "0"
+    );
+    assert_eq!(stack.ftrove_json(&["show", "s1"])["status"], "DETACH");
+
+    // Asked again, twice, while the taskmanager is frozen: accepted both times, and the
+    // task is sent each time under the recorded id; both copies wait in the queue.
+    stack.freeze_taskmanager(true);
+    stack.ftrove_ok(&["detach-replica", "s1"]);
+    stack.ftrove_ok(&["detach-replica", "s1"]);
+    assert_eq!(stack.ftrove_json(&["show", "s1"])["status"], "DETACH");
+    stack.freeze_taskmanager(false);
+    stack.wait_for_status("s1", &["ACTIVE", "ERROR"], Duration::from_secs(60));
+    let s1 = stack.ftrove_json(&["show", "s1"]);
+    assert_eq!(s1["status"], "ACTIVE", "{s1}");
+    assert!(s1.get("replica_of").is_none(), "{s1}");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            control_sql(
+                &stack,
+                &format!(
+                    "SELECT id, state, attempts FROM tasks WHERE instance_id = '{id}' AND kind = 'detach'"
+                ),
+            ) == format!("{task}\tdone\t1")
+        }),
+        "{}",
+        control_sql(
+            &stack,
+            &format!("SELECT id, state, attempts FROM tasks WHERE instance_id = '{id}'")
+        )
+    );
+
+    // It is independent: it takes writes, and the source's new rows no longer arrive.
+    common::sql(
+        s1_port,
+        "app",
+        "apppass",
+        "INSERT INTO appdb.t VALUES (5000)",
+    )
+    .expect("s1 accepts writes after detach");
+    common::sql(m1_port, "app", "apppass", "INSERT INTO appdb.t VALUES (11)")
+        .expect("m1 takes writes");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        common::sql(s1_port, "app", "apppass", "SELECT COUNT(*) FROM appdb.t").unwrap(),
+        "11"
+    );
+
+    // Once detached, asking again is refused: it is no longer a replica.
+    let (ok, _, stderr) = stack.ftrove(&["detach-replica", "s1"]);
+    assert!(!ok && stderr.contains("not a replica"), "{stderr}");
 }

@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use ferrotrove_proto::queues;
 use ferrotrove_proto::status::InstanceStatus;
 use ferrotrove_proto::taskmanager::TaskRequest;
-use ferrotrove_store::{DeleteStart, Instance, StoreError, Transition};
+use ferrotrove_store::{DeleteStart, DetachStart, Instance, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -232,6 +232,7 @@ pub async fn update(
         ));
     }
     let instance = load_instance(&state, &tenant, &path.id).await?;
+    // Detach first: when it is refused, the request changes nothing.
     if detach {
         if !instance.is_replica() {
             return Err(Fault::bad_request(format!(
@@ -239,21 +240,15 @@ pub async fn update(
                 instance.id
             )));
         }
-        ensure_active(&state, &instance, Action::Detach).await?;
-    }
-    // Detach first: when it is refused, the request changes nothing.
-    if detach {
-        match state
-            .store
-            .change_status(
-                instance.id,
-                &[InstanceStatus::Active],
-                InstanceStatus::Detach,
-            )
-            .await?
-        {
-            Transition::Done(_) => {}
-            Transition::Refused(now, activity) => {
+        // Starting a detach needs a live replica; asking again while it detaches only
+        // resends its task.
+        if instance.status != InstanceStatus::Detach {
+            ensure_active(&state, &instance, Action::Detach).await?;
+        }
+        let (task, started) = match state.store.start_detach(instance.id).await? {
+            DetachStart::Started(_, task) => (task, true),
+            DetachStart::AlreadyDetaching(_, task) => (task, false),
+            DetachStart::Refused(now, activity) => {
                 return Err(busy::refusal(
                     &now,
                     activity.as_ref(),
@@ -261,27 +256,11 @@ pub async fn update(
                     Action::Detach,
                 ));
             }
-        }
-        if let Err(e) = state
-            .bus
-            .cast(
-                queues::TASKMANAGER,
-                &TaskRequest::DetachReplica {
-                    instance_id: instance.id,
-                },
-            )
-            .await
-        {
-            // Nothing was done yet: it is still an ACTIVE replica.
-            if let Err(undo) = state
-                .store
-                .set_status(instance.id, InstanceStatus::Active, None)
-                .await
-            {
-                tracing::error!(error = %undo, "could not undo DETACH after a failed cast");
-            }
-            return Err(e.into());
-        }
+        };
+        let request = TaskRequest::DetachReplica {
+            instance_id: instance.id,
+        };
+        send_task(&state, &instance, &request, task, started).await?;
     }
     if let Some(name) = rename {
         state.store.rename_instance(instance.id, name).await?;
@@ -311,9 +290,7 @@ pub async fn ensure_active(
 
 /// `DELETE /instances/{id}`: a source with live replicas is refused (403, as Trove); a busy
 /// instance (see [`busy`]) gets 422 saying with what. Deleting an instance already being
-/// deleted is accepted again and sends its delete task again, under the id chosen when
-/// the delete started: a task lost on the way (the API stopped before sending it) is sent
-/// now, and one already queued or running stays the only one.
+/// deleted is accepted again and sends its delete task again (see [`send_task`]).
 pub async fn delete(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -335,19 +312,34 @@ pub async fn delete(
     let request = TaskRequest::DeleteInstance {
         instance_id: instance.id,
     };
-    if let Err(e) = state.bus.cast_as(queues::TASKMANAGER, &request, task).await {
-        // Nothing was done yet: put back the status (and fault) it had before this request.
-        if started
-            && let Err(undo) = state
-                .store
-                .set_status(instance.id, instance.status, instance.fault.as_deref())
-                .await
-        {
-            tracing::error!(error = %undo, "could not undo DELETING after a failed cast");
-        }
-        return Err(e.into());
-    }
+    send_task(&state, &instance, &request, task, started).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Sends the task a request's status waits for (DELETING, DETACH), under the id recorded
+/// with that status: a task lost on the way (the API stopped before sending it) is sent
+/// when the request is made again, and one already queued or running stays the only one
+/// (the taskmanager runs one task per id). When sending fails and this request `started`
+/// the status, nothing was done yet: `before`'s status and fault are put back.
+async fn send_task(
+    state: &AppState,
+    before: &Instance,
+    request: &TaskRequest,
+    task: Uuid,
+    started: bool,
+) -> Result<(), Fault> {
+    let Err(e) = state.bus.cast_as(queues::TASKMANAGER, request, task).await else {
+        return Ok(());
+    };
+    if started
+        && let Err(undo) = state
+            .store
+            .set_status(before.id, before.status, before.fault.as_deref())
+            .await
+    {
+        tracing::error!(error = %undo, task = request.subject().0, "could not undo the status after a failed cast");
+    }
+    Err(e.into())
 }
 
 /// Trove's instance actions; none is implemented yet (the taskmanager has no task for them).

@@ -328,6 +328,20 @@ impl Stack {
         self.daemons.push(("taskmanager-2".to_owned(), child));
     }
 
+    /// Freezes (`true`: SIGSTOP) or thaws (`false`: SIGCONT) the taskmanager, so that tasks
+    /// sent meanwhile wait in its queue.
+    pub fn freeze_taskmanager(&self, frozen: bool) {
+        let (_, child) = self
+            .daemons
+            .iter()
+            .find(|(name, _)| name == "taskmanager")
+            .expect("a taskmanager");
+        let pid = i32::try_from(child.id()).expect("a pid");
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling a process this test's stack started.
+        unsafe { libc::kill(pid, signal) };
+    }
+
     /// Kills the taskmanager with SIGKILL (mid-task, as a crash would) and starts it again
     /// with the same config and environment.
     pub fn crash_and_restart_taskmanager(&mut self) {
