@@ -1097,6 +1097,7 @@ async fn seeding_progress_shows_while_in_build() {
             datastore_version: "10.11".to_owned(),
             status: InstanceStatus::Build,
             replica_of: Some(source),
+            create_task: None,
         })
         .await
         .unwrap()

@@ -609,6 +609,7 @@ async fn bench(args: &Args, run: &Run) -> anyhow::Result<serde_json::Value> {
             datastore_version: "10.11".to_owned(),
             status: InstanceStatus::Active,
             replica_of: None,
+            create_task: None,
         })
         .collect();
     {

@@ -65,6 +65,7 @@ impl Db {
                 datastore_version: "10.11".to_owned(),
                 status,
                 replica_of: None,
+                create_task: None,
             })
             .await
             .unwrap();

@@ -65,6 +65,10 @@ pub struct NewInstance {
     pub datastore_version: String,
     pub status: InstanceStatus,
     pub replica_of: Option<Uuid>,
+    /// The id of the task that will build it, recorded with the row so that a task the API
+    /// failed to send is found and dealt with (see `unsent_creates.rs`); `None` for a row
+    /// no task builds.
+    pub create_task: Option<Uuid>,
 }
 
 /// The outcome of [`Store::start_detach`].
@@ -232,12 +236,13 @@ async fn insert_rows(
             new.status.as_str().into(),
             new.replica_of.map(|r| r.to_string()).into(),
             new_secret().into(),
+            new.create_task.map(|t| t.to_string()).into(),
         ];
         let inserted = tx
             .exec_drop(
                 "INSERT INTO instances (id, tenant_id, name, flavor_id, volume_size, datastore, \
-                 datastore_version, status, replica_of, secret, created, updated) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+                 datastore_version, status, replica_of, secret, create_task, created, updated) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
                 params,
             )
             .await;

@@ -15,6 +15,8 @@
 //!   task rows), for the API's refusals;
 //! - `guest_status`: the newest heartbeat per instance, ordered by the agent's (boot, seq),
 //!   written in batches, and whether it is stale (stored liveness);
+//! - `unsent_creates`: creates whose task the API never got to the broker (it stopped in
+//!   between), for the taskmanager to resend or fail;
 //! - `replication_users`: which user each replica replicates with (names, never passwords);
 //! - `tokens`: API tokens mapped to tenants (SHA-256 digests, never tokens);
 //! - [`error`] holds [`StoreError`].
@@ -34,6 +36,7 @@ mod replication_users;
 mod rows;
 mod tasks;
 mod tokens;
+mod unsent_creates;
 
 pub use activity::{Activity, BusyWith, RunningTask};
 pub use config::{StoreConfig, validate_database_name};
@@ -46,6 +49,7 @@ pub use migrations::{MARIADB_10_11_VERSION_ID, MARIADB_DATASTORE_ID};
 pub use replication_users::ReplicationUserRow;
 pub use tasks::{TaskClaim, TaskRow};
 pub use tokens::TokenRow;
+pub use unsent_creates::UnsentCreate;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};

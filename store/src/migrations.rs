@@ -248,6 +248,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE instances ADD COLUMN IF NOT EXISTS detach_task CHAR(36) NULL",
         ],
     },
+    Migration {
+        version: 11,
+        statements: &[
+            // The id of the task that builds an instance (shared by the replicas of one
+            // request), written with the row, and when the broker confirmed the API's send
+            // of it. A row in BUILD whose task was never confirmed sent, and that no
+            // taskmanager has taken up, is a request the API lost on the way: the
+            // taskmanager resends a lost replica request and fails a lost create (see
+            // `unsent_creates.rs`). NULL for rows made before this migration.
+            "ALTER TABLE instances ADD COLUMN IF NOT EXISTS create_task CHAR(36) NULL",
+            "ALTER TABLE instances ADD COLUMN IF NOT EXISTS create_sent_at DATETIME(3) NULL",
+            "CREATE INDEX IF NOT EXISTS instances_create_task ON instances (create_task)",
+        ],
+    },
 ];
 
 /// The server-wide lock name for migrating `database` (lock names are at most 64

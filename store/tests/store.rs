@@ -10,6 +10,7 @@ use ferrotrove_proto::conductor::{Heartbeat, HostStats};
 use ferrotrove_proto::status::{InstanceStatus, Role};
 use ferrotrove_store::{
     BusyWith, DeleteStart, DetachStart, NewInstance, ReplicaInsert, Store, StoreError, TaskClaim,
+    UnsentCreate,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -26,6 +27,7 @@ fn new_instance(tenant: &str, name: &str) -> NewInstance {
         datastore_version: "10.11".to_owned(),
         status: InstanceStatus::Build,
         replica_of: None,
+        create_task: None,
     }
 }
 
@@ -1447,4 +1449,115 @@ async fn operations_on_a_server_that_does_not_answer_time_out() {
     );
     server.boot();
     assert!(!store.list_flavors().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn creates_whose_task_was_never_confirmed_are_found_after_their_grace() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let grace = Duration::from_secs(60);
+    let mut src = new_instance("t", "src");
+    src.status = InstanceStatus::Active;
+    let src = store.insert_instance(&src).await.unwrap();
+    // A standalone create and a request for two replicas, both recorded with their task.
+    let (create, replicas) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut lone = new_instance("t", "lone");
+    lone.create_task = Some(create);
+    let lone = store.insert_instance(&lone).await.unwrap();
+    let rows: Vec<NewInstance> = ["r-1", "r-2"]
+        .iter()
+        .map(|name| NewInstance {
+            replica_of: Some(src.id),
+            create_task: Some(replicas),
+            ..new_instance("t", name)
+        })
+        .collect();
+    let ReplicaInsert::Inserted(inserted) = store
+        .insert_replicas(src.id, &[InstanceStatus::Active], &rows)
+        .await
+        .unwrap()
+    else {
+        panic!("the source is ACTIVE")
+    };
+    let replica_ids: Vec<Uuid> = inserted.iter().map(|r| r.id).collect();
+
+    // Within their grace nothing is unsent, whatever happened to the send.
+    assert_eq!(store.unsent_creates(grace).await.unwrap(), []);
+    // Past it: both, oldest first, the replicas under their one task.
+    for id in [lone.id, replica_ids[0], replica_ids[1]] {
+        raw_sql(
+            &db,
+            &format!(
+                "UPDATE instances SET created = created - INTERVAL 61 SECOND WHERE id = '{id}'"
+            ),
+        )
+        .await;
+    }
+    assert_eq!(
+        store.unsent_creates(grace).await.unwrap(),
+        [
+            UnsentCreate {
+                task: create,
+                source_id: None,
+                instances: vec![lone.id],
+            },
+            UnsentCreate {
+                task: replicas,
+                source_id: Some(src.id),
+                instances: replica_ids.clone(),
+            },
+        ]
+    );
+
+    // Confirmed sent: no longer unsent.
+    store.mark_create_sent(replicas).await.unwrap();
+    let unsent = store.unsent_creates(grace).await.unwrap();
+    assert_eq!(unsent.iter().map(|c| c.task).collect::<Vec<_>>(), [create]);
+
+    // Taken up by a taskmanager (its task row exists): no longer unsent, and not failed.
+    store
+        .claim_task(create, "create", lone.id, &[lone.id], "tm-1", grace)
+        .await
+        .unwrap();
+    assert_eq!(store.unsent_creates(grace).await.unwrap(), []);
+    assert!(
+        !store
+            .fail_unsent_create(lone.id, create, "lost")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_instance(lone.id).await.unwrap().unwrap().status,
+        InstanceStatus::Build
+    );
+
+    // An unsent one nobody took up is failed once, with its fault; a replica of a sent
+    // request is not.
+    let other = Uuid::now_v7();
+    let mut lost = new_instance("t", "lost");
+    lost.create_task = Some(other);
+    let lost = store.insert_instance(&lost).await.unwrap();
+    assert!(
+        store
+            .fail_unsent_create(lost.id, other, "lost")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .fail_unsent_create(lost.id, other, "lost")
+            .await
+            .unwrap()
+    );
+    let failed = store.get_instance(lost.id).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.fault.as_deref()),
+        (InstanceStatus::Error, Some("lost"))
+    );
+    assert!(
+        !store
+            .fail_unsent_create(replica_ids[0], replicas, "lost")
+            .await
+            .unwrap()
+    );
 }

@@ -172,6 +172,12 @@ pub struct Timeouts {
     /// A taskmanager holds a task for this long at a time, renewing it every third of it
     /// while it works; another takes the task over only once it has lapsed. Default 30.
     pub task_lease_secs: u64,
+    /// A create whose task the broker has not confirmed this long after the API recorded
+    /// it, and that no taskmanager has taken up, was lost by an API that stopped in
+    /// between: a replica request is sent again, a standalone create is failed (its users'
+    /// passwords were never stored). Keep it longer than the API can take to send a task.
+    /// Default 120.
+    pub unsent_create_secs: u64,
 }
 
 impl Default for TaskmanagerConfig {
@@ -217,6 +223,7 @@ impl Default for Timeouts {
             seed_secs: 3600,
             broker_outage_secs: 300,
             task_lease_secs: 30,
+            unsent_create_secs: 120,
         }
     }
 }
@@ -243,6 +250,9 @@ impl Timeouts {
     pub fn task_lease(&self) -> Duration {
         Duration::from_secs(self.task_lease_secs.max(3))
     }
+    pub fn unsent_create(&self) -> Duration {
+        Duration::from_secs(self.unsent_create_secs)
+    }
 }
 
 impl TaskmanagerConfig {
@@ -261,6 +271,9 @@ impl TaskmanagerConfig {
                 "local.state_dir must be an absolute path, not {:?}",
                 self.local.state_dir
             ));
+        }
+        if self.timeouts.unsent_create_secs == 0 {
+            return Err("timeouts.unsent_create_secs must be at least 1".into());
         }
         if self.local.heartbeat_interval_secs == 0 {
             return Err("local.heartbeat_interval_secs must be at least 1".into());

@@ -11,6 +11,7 @@ mod guest;
 mod in_flight;
 pub mod provisioner;
 mod tasks;
+mod unsent_creates;
 
 pub use config::TaskmanagerConfig;
 pub use error::TaskError;
@@ -54,6 +55,11 @@ pub async fn run(
         ),
     };
     tracing::info!(state_dir = %config.local.state_dir.display(), "taskmanager starting");
+    let sweeper = tokio::spawn(unsent_creates::sweep_periodically(
+        tasks.store.clone(),
+        bus.clone(),
+        config.timeouts.unsent_create(),
+    ));
     ferrotrove_bus::daemon::serve_until_shutdown(
         &bus,
         queues::TASKMANAGER,
@@ -63,6 +69,7 @@ pub async fn run(
         shutdown,
     )
     .await;
+    sweeper.abort();
     Ok(())
 }
 

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{Stack, eventually};
+use common::{Broker, Stack, eventually};
+use ferrotrove_tests::RabbitVhost;
 use std::time::Duration;
 
 /// One statement against the stack's control DB.
@@ -158,4 +159,81 @@ fn a_detach_whose_task_was_lost_is_sent_again_when_asked_again_and_runs_once() {
     // Once detached, asking again is refused: it is no longer a replica.
     let (ok, _, stderr) = stack.ftrove(&["detach-replica", "s1"]);
     assert!(!ok && stderr.contains("not a replica"), "{stderr}");
+}
+
+#[test]
+fn creates_whose_task_was_lost_are_found_a_replica_request_sent_again_and_a_create_failed() {
+    let stack = Stack::start_with(
+        Broker::Vhost(RabbitVhost::create()),
+        &[("FTROVE_TASKMANAGER__TIMEOUTS__UNSENT_CREATE_SECS", "2")],
+    );
+    stack.create_source_with_rows("m1", 10);
+    let m1 = stack.ftrove_json(&["show", "m1"])["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+
+    // What the API commits before it sends a create's task, and then no task: a
+    // standalone create (lost1) and a replica request (lost2), as from m1's tenant.
+    let (create_task, replica_task) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let (lost1, lost2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    for (id, name, replica_of, task) in [
+        (lost1, "lost1", "NULL".to_owned(), create_task),
+        (lost2, "lost2", format!("'{m1}'"), replica_task),
+    ] {
+        control_sql(
+            &stack,
+            &format!(
+                "INSERT INTO instances (id, tenant_id, name, flavor_id, volume_size, datastore, \
+                 datastore_version, status, replica_of, secret, create_task, created, updated) \
+                 SELECT '{id}', tenant_id, '{name}', flavor_id, volume_size, datastore, \
+                 datastore_version, 'BUILD', {replica_of}, SHA2(UUID(), 256), '{task}', \
+                 UTC_TIMESTAMP(3), UTC_TIMESTAMP(3) FROM instances WHERE id = '{m1}'"
+            ),
+        );
+    }
+    assert_eq!(stack.ftrove_json(&["show", "lost1"])["status"], "BUILD");
+
+    // The replica request is sent again under its id, and seeds lost2 from m1.
+    let lost2_now = stack.wait_for_status("lost2", &["ACTIVE", "ERROR"], Duration::from_secs(120));
+    assert_eq!(
+        lost2_now["status"],
+        "ACTIVE",
+        "{lost2_now}\n{}",
+        stack.logs()
+    );
+    assert_eq!(lost2_now["replica_of"]["id"], m1.as_str(), "{lost2_now}");
+    let port = u16::try_from(lost2_now["port"].as_u64().expect("a port")).expect("a port");
+    assert_eq!(
+        common::sql(port, "app", "apppass", "SELECT COUNT(*) FROM appdb.t").unwrap(),
+        "10"
+    );
+    assert_eq!(
+        control_sql(
+            &stack,
+            &format!("SELECT state, attempts FROM tasks WHERE id = '{replica_task}'")
+        ),
+        "done\t1"
+    );
+
+    // The standalone create cannot be sent again (its users' passwords were never
+    // stored): it is failed, saying so, with nothing built, and it deletes cleanly.
+    let lost1_now = stack.wait_for_status("lost1", &["ERROR"], Duration::from_secs(30));
+    let fault = lost1_now["fault"]["message"].as_str().unwrap_or_default();
+    assert!(
+        fault.contains("Delete it and create it again"),
+        "{lost1_now}"
+    );
+    assert_eq!(
+        control_sql(
+            &stack,
+            &format!(
+                "SELECT COUNT(*) FROM tasks WHERE id = '{create_task}' OR instance_id = '{lost1}'"
+            )
+        ),
+        "0"
+    );
+    assert!(!stack.instance_dir(&lost1.to_string()).exists());
+    stack.ftrove_ok(&["delete", "lost1", "--wait"]);
+    assert!(!stack.ftrove(&["show", "lost1"]).0);
 }

@@ -148,6 +148,7 @@ async fn create_standalone(
     let databases = databases(request.databases.unwrap_or_default())?;
     let users = users(request.users.unwrap_or_default(), &databases)?;
 
+    let task = Uuid::now_v7();
     let instance = state
         .store
         .insert_instance(&NewInstance {
@@ -160,17 +161,19 @@ async fn create_standalone(
             datastore_version: version.name,
             status: InstanceStatus::Build,
             replica_of: None,
+            create_task: Some(task),
         })
         .await?;
     crate::trace::record_instance(instance.id);
     cast_or_fail(
         state,
         &[instance.id],
-        TaskRequest::CreateInstance {
+        &TaskRequest::CreateInstance {
             instance_id: instance.id,
             databases,
             users,
         },
+        task,
     )
     .await?;
     Ok(instance)
@@ -211,6 +214,7 @@ async fn create_replicas(
     for replica_name in &names {
         validate::instance_name(replica_name)?;
     }
+    let task = Uuid::now_v7();
     let rows: Vec<NewInstance> = names
         .into_iter()
         .map(|replica_name| NewInstance {
@@ -223,6 +227,7 @@ async fn create_replicas(
             datastore_version: source.datastore_version.clone(),
             status: InstanceStatus::Build,
             replica_of: Some(source.id),
+            create_task: Some(task),
         })
         .collect();
     let replicas = match state
@@ -248,10 +253,11 @@ async fn create_replicas(
     cast_or_fail(
         state,
         &replica_ids,
-        TaskRequest::CreateReplicas {
+        &TaskRequest::CreateReplicas {
             source_id: source.id,
             replica_ids: replica_ids.clone(),
         },
+        task,
     )
     .await?;
     replicas
@@ -268,15 +274,24 @@ fn replica_of_replica(source: &Instance, its_source: Uuid) -> Fault {
     ))
 }
 
-/// Casts `task`. If the broker does not take it, the instances it was for are marked
+/// Casts `request` under `task`, the id recorded with its rows, and records that the
+/// broker took it. If the broker does not take it, the instances it was for are marked
 /// ERROR with a fault saying so (instead of staying in BUILD, waiting for a task that was
-/// never sent), and the client gets a 503.
+/// never sent), and the client gets a 503. (If this process stops before either, the
+/// taskmanager finds the rows unsent: see `ferrotrove_store::UnsentCreate`.)
 async fn cast_or_fail(
     state: &AppState,
     instances: &[Uuid],
-    task: TaskRequest,
+    request: &TaskRequest,
+    task: Uuid,
 ) -> Result<(), Fault> {
-    let Err(e) = state.bus.cast(queues::TASKMANAGER, &task).await else {
+    let Err(e) = state.bus.cast_as(queues::TASKMANAGER, request, task).await else {
+        // Only the sweep for lost creates reads this; a write lost here makes it resend a
+        // replica request (one run all the same) or, for a create still queued after its
+        // grace, fail it with a fault.
+        if let Err(error) = state.store.mark_create_sent(task).await {
+            tracing::warn!(%error, %task, "could not record that the create task was sent");
+        }
         return Ok(());
     };
     tracing::error!(error = %e, "cast to the taskmanager failed");

@@ -258,9 +258,13 @@ impl TestApi {
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let id = instance_id(&body);
+        let (task, task_id) = self.tasks.next_with_id().await;
         assert!(
-            matches!(self.tasks.next().await, TaskRequest::CreateInstance { instance_id, .. } if instance_id == id)
+            matches!(task, TaskRequest::CreateInstance { instance_id, .. } if instance_id == id)
         );
+        // Recorded as sent before the answer, so the sweep for lost creates never acts on it.
+        let unsent = self.store.unsent_creates(Duration::ZERO).await.unwrap();
+        assert!(unsent.iter().all(|c| c.task != task_id), "{unsent:?}");
         id
     }
 
@@ -276,6 +280,7 @@ impl TestApi {
             datastore_version: "10.11".to_owned(),
             status: InstanceStatus::Build,
             replica_of: None,
+            create_task: None,
         };
         self.store.insert_instance(&new).await.unwrap().id
     }
