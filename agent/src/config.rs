@@ -77,6 +77,14 @@ pub struct BusSection {
     /// `TlsConfig`). Default: none.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// How long a heartbeat waits for the broker's confirm, in seconds (see the bus
+    /// crate's `BusConfig`). Default 10.
+    #[serde(default = "default_confirm_timeout_secs")]
+    pub confirm_timeout_secs: u64,
+}
+
+fn default_confirm_timeout_secs() -> u64 {
+    ferrotrove_bus::DEFAULT_CONFIRM_TIMEOUT_SECS
 }
 
 impl BusSection {
@@ -88,6 +96,7 @@ impl BusSection {
             prefetch: self.prefetch,
             confined: self.confined,
             tls: self.tls.clone(),
+            confirm_timeout_secs: self.confirm_timeout_secs,
         }
     }
 }

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 /// The frame size proposed to the broker unless the URL names one: RabbitMQ's default.
 const FRAME_MAX: u32 = 128 * 1024;
 
+/// [`BusConfig::confirm_timeout_secs`] unless configured.
+pub const DEFAULT_CONFIRM_TIMEOUT_SECS: u64 = 10;
+
 /// Connection settings, embedded in each daemon's config file as `[bus]`.
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +28,10 @@ pub struct BusConfig {
     pub confined: bool,
     /// `[bus.tls]`: certificates for an `amqps://` URL. Default: none (system roots).
     pub tls: TlsConfig,
+    /// How long a cast waits for the broker to confirm it, in seconds, before failing as
+    /// unavailable; a broker that has raised a resource alarm (disk or memory) blocks
+    /// publishers and confirms nothing until it clears. At least 1. Default 10.
+    pub confirm_timeout_secs: u64,
 }
 
 /// TLS settings for `amqps://` URLs. The broker's certificate is checked against the
@@ -60,6 +67,7 @@ impl Default for BusConfig {
             prefetch: 32,
             confined: false,
             tls: TlsConfig::default(),
+            confirm_timeout_secs: DEFAULT_CONFIRM_TIMEOUT_SECS,
         }
     }
 }
@@ -111,6 +119,9 @@ impl BusConfig {
         self.amqp_uri()?;
         if self.exchange.is_empty() {
             return Err("bus.exchange must not be empty".into());
+        }
+        if self.confirm_timeout_secs == 0 {
+            return Err("bus.confirm_timeout_secs must be at least 1".into());
         }
         if self.tls.is_set() && !self.uses_tls() {
             return Err(
@@ -166,6 +177,7 @@ impl fmt::Debug for BusConfig {
             .field("prefetch", &self.prefetch)
             .field("confined", &self.confined)
             .field("tls", &self.tls)
+            .field("confirm_timeout_secs", &self.confirm_timeout_secs)
             .finish()
     }
 }

@@ -428,10 +428,19 @@ impl Bus {
         envelope: &Envelope,
         properties: BasicProperties,
     ) -> Result<(), BusError> {
-        let confirm = self
-            .send(&inner.channel, self.exchange(), queue, envelope, properties)
-            .await?;
-        confirmation_result(confirm.await?, queue)
+        let after = Duration::from_secs(self.shared.config.confirm_timeout_secs.max(1));
+        let confirmed = tokio::time::timeout(after, async {
+            let confirm = self
+                .send(&inner.channel, self.exchange(), queue, envelope, properties)
+                .await?;
+            Ok::<_, BusError>(confirm.await?)
+        })
+        .await
+        .map_err(|_| BusError::Unconfirmed {
+            queue: queue.to_owned(),
+            after,
+        })??;
+        confirmation_result(confirmed, queue)
     }
 
     /// Publishes `envelope` on `channel` to `exchange` with routing key `queue`,

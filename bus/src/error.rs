@@ -35,6 +35,13 @@ pub enum BusError {
     },
     #[error("the broker refused the message for {queue}")]
     Nacked { queue: String },
+    /// The broker took neither the message nor a refusal within the confirm timeout: it
+    /// may be blocking publishers (a disk or memory alarm). The message may still arrive.
+    #[error(
+        "the message broker did not confirm the message for {queue} within {after:?} \
+         (it may be blocking publishers on a disk or memory alarm)"
+    )]
+    Unconfirmed { queue: String, after: Duration },
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("message broker: {0}")]
@@ -55,6 +62,7 @@ impl BusError {
             | BusError::ConnectTimeout { .. }
             | BusError::NotListening { .. }
             | BusError::Nacked { .. }
+            | BusError::Unconfirmed { .. }
             | BusError::Amqp(_)
             | BusError::Closed => ErrorKind::Unavailable,
             BusError::Codec(_)

@@ -27,7 +27,7 @@ mod replies;
 mod serve;
 
 pub use auth::{KeyLookup, SigningKey, Verifier};
-pub use config::{BusConfig, TlsConfig};
+pub use config::{BusConfig, DEFAULT_CONFIRM_TIMEOUT_SECS, TlsConfig};
 pub use connection::{Bus, dead_letter_name};
 pub use error::BusError;
 pub use serve::{Handler, MAX_MESSAGE_BYTES, RequestContext, Server};

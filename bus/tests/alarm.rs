@@ -1,0 +1,101 @@
+//! A broker that blocks publishers, as RabbitMQ does on a memory or disk alarm, against a
+//! node of the test's own: a cast fails within the confirm timeout as unavailable instead
+//! of hanging its caller (an API request, an agent's heartbeat loop), and the same
+//! connection publishes again once the alarm clears.
+
+use ferrotrove_bus::{Bus, BusConfig, BusError, Handler, RequestContext};
+use ferrotrove_proto::{Method, RemoteError};
+use ferrotrove_tests::rabbit_node::RabbitNode;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Note(String);
+
+impl Method for Note {
+    fn name(&self) -> &'static str {
+        "Note"
+    }
+}
+
+/// Counts the notes it is handed.
+#[derive(Clone, Default)]
+struct Counter(Arc<AtomicUsize>);
+
+impl Handler for Counter {
+    type Request = Note;
+    type Response = ();
+
+    async fn handle(&self, _note: Note, _ctx: RequestContext) -> Result<(), RemoteError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_cast_to_a_broker_blocking_publishers_fails_within_the_confirm_timeout() {
+    let node = RabbitNode::start();
+    let config = BusConfig {
+        url: node.url(),
+        exchange: "ft-alarm".into(),
+        confirm_timeout_secs: 2,
+        ..BusConfig::default()
+    };
+    config.validate().unwrap();
+    let bus = Bus::connect(&config, "caster").await.unwrap();
+    let counter = Counter::default();
+    let consumer = Bus::connect(&config, "consumer").await.unwrap();
+    let _server = consumer.serve("notes", counter.clone()).await.unwrap();
+    bus.cast("notes", &Note("before".into()))
+        .await
+        .expect("a broker without alarms confirms");
+
+    // A memory high watermark of 0 raises the memory alarm at once: publishers are blocked.
+    node.ctl(&["set_vm_memory_high_watermark", "0"]).unwrap();
+    let error = tokio::time::timeout(
+        Duration::from_secs(60),
+        bus.cast("notes", &Note("during".into())),
+    )
+    .await
+    .expect("the cast hung on the blocked broker")
+    .expect_err("a blocked broker confirms nothing");
+    assert!(matches!(error, BusError::Unconfirmed { .. }), "{error}");
+    assert!(error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("alarm"), "{error}");
+
+    // The alarm clears: the same connection publishes again, and its casts arrive.
+    node.ctl(&["set_vm_memory_high_watermark", "0.4"]).unwrap();
+    let started = Instant::now();
+    loop {
+        match bus.cast("notes", &Note("after".into())).await {
+            Ok(()) => break,
+            Err(error) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("still blocked: {error}");
+            }
+            Err(error) => panic!("the broker never took casts again: {error}"),
+        }
+    }
+    let started = Instant::now();
+    // "before" and "after" (and "during", if the broker took it once unblocked).
+    while counter.0.load(Ordering::SeqCst) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the casts confirmed were not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bus.close().await;
+    consumer.close().await;
+}
+
+#[test]
+fn a_confirm_timeout_of_zero_is_refused() {
+    let config = BusConfig {
+        confirm_timeout_secs: 0,
+        ..BusConfig::default()
+    };
+    let refused = config.validate().expect_err("refused");
+    assert!(refused.contains("bus.confirm_timeout_secs"), "{refused}");
+}
