@@ -391,6 +391,30 @@ impl Bus {
         Ok(())
     }
 
+    /// How many messages wait in `queue` to be delivered (not counting those delivered and
+    /// not yet acknowledged), asked on a channel of its own: a passive declare of a queue
+    /// that does not exist fails, and closes the channel it was asked on.
+    pub async fn queue_backlog(&self, queue: &str) -> Result<u32, BusError> {
+        let inner = self.inner().await?;
+        let channel = inner.connection.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if channel.status().connected()
+            && let Err(error) = channel.close(200, "done".into()).await
+        {
+            tracing::debug!(%error, "closing the channel that asked for a queue's backlog");
+        }
+        Ok(declared?.message_count())
+    }
+
     /// Deletes a queue and the messages in it (an instance's guest queue, on delete).
     pub async fn delete_queue(&self, queue: &str) -> Result<(), BusError> {
         let inner = self.inner().await?;

@@ -40,6 +40,10 @@ pub struct HeartbeatConfig {
     /// How often the liveness check runs, in seconds. Default 5. The first check runs one
     /// expiry after start, so agents have reported to a conductor that was away.
     pub check_interval_secs: u64,
+    /// Silence is judged only while at most this many heartbeats wait in the conductors'
+    /// queue: with more, the conductors are behind, and a guest's newest heartbeat may be
+    /// waiting there. Default 1000.
+    pub backlog_max: u32,
 }
 
 impl Default for HeartbeatConfig {
@@ -50,6 +54,7 @@ impl Default for HeartbeatConfig {
             writers: 2,
             expiry_secs: 30,
             check_interval_secs: 5,
+            backlog_max: 1000,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! a running snapshot or restore; job results later). It writes reports to the control DB
 //! and acks each only once it is stored, and it keeps liveness in the control DB: a
 //! periodic check marks instances whose heartbeats stopped, while (and only while) it has
-//! been consuming them for a whole expiry.
+//! been consuming them for a whole expiry and the queue is not behind (at most
+//! `heartbeats.backlog_max` waiting): otherwise a guest's newest heartbeat may be on its
+//! way, and silence says nothing about the guest.
 //!
 //! Heartbeats are written in batches: each handled message waits while its batch fills
 //! (up to `heartbeats.batch_max`, or `heartbeats.batch_window_ms` after the batch's first
@@ -222,32 +224,79 @@ pub fn may_judge_liveness(
     serving_since.is_some_and(|since| now.saturating_duration_since(since) >= expiry)
 }
 
-/// Runs [`check_liveness`] every `check_interval` while [`may_judge_liveness`] allows it.
+/// Why silence cannot be judged now; `None` when it can.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoJudgement {
+    /// Not consuming heartbeats, or not yet for a whole expiry.
+    NotConsuming,
+    /// This many heartbeats wait in the queue, more than `heartbeats.backlog_max`: the
+    /// conductors are behind, and a guest's newest heartbeat may be among them.
+    Behind(u32),
+    /// The queue's backlog cannot be read (the text says why).
+    BacklogUnknown(String),
+}
+
+impl std::fmt::Display for NoJudgement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoJudgement::NotConsuming => f.write_str(
+                "not consuming heartbeats: no instance is marked stale until they have been received again for a whole expiry",
+            ),
+            NoJudgement::Behind(waiting) => write!(
+                f,
+                "{waiting} heartbeats wait in the queue, more than heartbeats.backlog_max: the conductors are behind, so no instance is marked stale until they catch up"
+            ),
+            NoJudgement::BacklogUnknown(why) => write!(
+                f,
+                "cannot read how many heartbeats wait in the queue ({why}), so no instance is marked stale"
+            ),
+        }
+    }
+}
+
+/// Whether silence can be judged, once [`may_judge_liveness`] allows it, given how many
+/// heartbeats wait in the queue (`backlog`): at most `backlog_max`.
+pub fn backlog_judgement(backlog: Result<u32, String>, backlog_max: u32) -> Option<NoJudgement> {
+    match backlog {
+        Ok(waiting) if waiting > backlog_max => Some(NoJudgement::Behind(waiting)),
+        Ok(_) => None,
+        Err(why) => Some(NoJudgement::BacklogUnknown(why)),
+    }
+}
+
+/// Runs [`check_liveness`] every `check_interval` while silence can be judged
+/// ([`may_judge_liveness`], [`backlog_judgement`]), saying in the log whenever that changes.
 async fn check_liveness_periodically(
     store: Store,
+    bus: Bus,
     settings: HeartbeatConfig,
     serving: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
 ) {
     let mut ticks = tokio::time::interval(settings.check_interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut judging = false;
+    let mut logged = None;
     loop {
         ticks.tick().await;
         let since = *serving.borrow();
-        if !may_judge_liveness(since, std::time::Instant::now(), settings.expiry()) {
-            if judging {
-                tracing::warn!(
-                    "not consuming heartbeats: no instance is marked stale until they have been received again for a whole expiry"
-                );
-                judging = false;
+        let verdict = if may_judge_liveness(since, std::time::Instant::now(), settings.expiry()) {
+            let backlog = bus.queue_backlog(queues::CONDUCTOR).await;
+            backlog_judgement(backlog.map_err(|e| e.to_string()), settings.backlog_max)
+        } else {
+            Some(NoJudgement::NotConsuming)
+        };
+        let kind = verdict.as_ref().map(std::mem::discriminant);
+        if logged != Some(kind) {
+            match &verdict {
+                Some(reason) => tracing::warn!("{reason}"),
+                None => tracing::info!(
+                    "judging liveness: heartbeats have been received for a whole expiry and the queue is not behind"
+                ),
             }
-            continue;
+            logged = Some(kind);
         }
-        if !judging {
-            tracing::info!("judging liveness: heartbeats have been received for a whole expiry");
-            judging = true;
-        }
-        if let Err(error) = check_liveness(&store, settings.expiry()).await {
+        if verdict.is_none()
+            && let Err(error) = check_liveness(&store, settings.expiry()).await
+        {
             tracing::warn!(%error, "liveness check failed; trying again at the next one");
         }
     }
@@ -344,6 +393,7 @@ pub async fn run(
     let (serving, serving_since) = tokio::sync::watch::channel(None);
     let checker = tokio::spawn(check_liveness_periodically(
         store.clone(),
+        bus.clone(),
         settings.clone(),
         serving_since,
     ));
@@ -362,7 +412,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::may_judge_liveness;
+    use super::{NoJudgement, backlog_judgement, may_judge_liveness};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -378,5 +428,21 @@ mod tests {
         // For a whole expiry: silence now means silence.
         assert!(may_judge_liveness(ago(10), now, expiry));
         assert!(may_judge_liveness(ago(3600), now, expiry));
+    }
+
+    #[test]
+    fn silence_is_not_judged_while_the_queue_is_behind_or_unknown() {
+        assert_eq!(backlog_judgement(Ok(0), 1000), None);
+        assert_eq!(backlog_judgement(Ok(1000), 1000), None);
+        assert_eq!(
+            backlog_judgement(Ok(1001), 1000),
+            Some(NoJudgement::Behind(1001))
+        );
+        let unknown = backlog_judgement(Err("channel closed".into()), 1000);
+        assert_eq!(
+            unknown,
+            Some(NoJudgement::BacklogUnknown("channel closed".into()))
+        );
+        assert!(unknown.unwrap().to_string().contains("channel closed"));
     }
 }

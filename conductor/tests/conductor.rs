@@ -1,7 +1,8 @@
 //! The conductor against a real MariaDB (and, for the last test, a RabbitMQ vhost of its
 //! own): batching keeps the (boot_id, seq) guard within and across batches and between
 //! conductors, a batch that cannot be written is never acknowledged, and liveness is
-//! stored by the periodic check and cleared by the next heartbeat.
+//! stored by the periodic check (never while heartbeats wait in the queue) and cleared by
+//! the next heartbeat.
 
 use ferrotrove_bus::{Bus, BusConfig, Handler, RequestContext, SigningKey};
 use ferrotrove_conductor::{Conductor, ConductorConfig, HeartbeatConfig, check_liveness};
@@ -364,49 +365,68 @@ fn start_conductor(
     (stop, task)
 }
 
+/// A conductor's config on `vhost` and `db`'s database, with `prefetch` and `heartbeats`.
+fn over_the_bus(
+    vhost: &RabbitVhost,
+    db: &Db,
+    prefetch: u16,
+    heartbeats: HeartbeatConfig,
+) -> ConductorConfig {
+    ConductorConfig {
+        bus: BusConfig {
+            url: vhost.url(),
+            prefetch,
+            ..BusConfig::default()
+        },
+        store: db.config.clone(),
+        startup_timeout_secs: 10,
+        heartbeats,
+    }
+}
+
+/// Instance `id`'s agent on `config`'s bus, signing with its secret.
+async fn agent_bus(db: &Db, config: &ConductorConfig, id: Uuid) -> Bus {
+    let secret = db.store.instance_secret(id).await.unwrap().unwrap();
+    Bus::connect(&config.bus, format!("guestagent.{id}"))
+        .await
+        .unwrap()
+        .signed_by(SigningKey { key_id: id, secret })
+}
+
+/// Sends `agent`'s heartbeat `seq` of boot `boot` for instance `id`.
+async fn beat(agent: &Bus, id: Uuid, boot: Uuid, seq: u64) {
+    agent
+        .cast_transient(
+            queues::CONDUCTOR,
+            &ConductorMessage::Heartbeat(heartbeat(id, boot, seq)),
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn over_the_bus_unwritten_heartbeats_go_back_to_the_broker_and_liveness_is_kept() {
     let db = db().await;
     let vhost = RabbitVhost::create();
     let id = db.instance(InstanceStatus::Active).await;
-    let bus_config = BusConfig {
-        url: vhost.url(),
-        prefetch: 64,
-        ..BusConfig::default()
-    };
-    let config = ConductorConfig {
-        bus: bus_config.clone(),
-        store: db.config.clone(),
-        startup_timeout_secs: 10,
-        heartbeats: HeartbeatConfig {
+    let config = over_the_bus(
+        &vhost,
+        &db,
+        64,
+        HeartbeatConfig {
             batch_max: 16,
             batch_window_ms: 5,
             writers: 2,
             expiry_secs: 1,
             check_interval_secs: 1,
+            ..HeartbeatConfig::default()
         },
-    };
+    );
     let (stop, conductor) = start_conductor(config.clone());
-    let secret = db.store.instance_secret(id).await.unwrap().unwrap();
-    let agent = Bus::connect(&bus_config, format!("guestagent.{id}"))
-        .await
-        .unwrap()
-        .signed_by(SigningKey { key_id: id, secret });
+    let agent = agent_bus(&db, &config, id).await;
     let boot = Uuid::now_v7();
-    let beat = |seq: u64| {
-        let agent = agent.clone();
-        async move {
-            agent
-                .cast_transient(
-                    queues::CONDUCTOR,
-                    &ConductorMessage::Heartbeat(heartbeat(id, boot, seq)),
-                )
-                .await
-                .unwrap()
-        }
-    };
 
-    beat(1).await;
+    beat(&agent, id, boot, 1).await;
     eventually("the first heartbeat is stored", || async {
         db.seq(id).await == Some((boot, 1))
     })
@@ -416,7 +436,7 @@ async fn over_the_bus_unwritten_heartbeats_go_back_to_the_broker_and_liveness_is
         db.store.guest_status(id).await.unwrap().unwrap().stale
     })
     .await;
-    beat(2).await;
+    beat(&agent, id, boot, 2).await;
     eventually("the next heartbeat clears the mark", || async {
         let s = db.store.guest_status(id).await.unwrap().unwrap();
         s.seq == 2 && !s.stale
@@ -426,7 +446,7 @@ async fn over_the_bus_unwritten_heartbeats_go_back_to_the_broker_and_liveness_is
     // The database refuses the write: the heartbeat stays unacknowledged...
     db.sql("RENAME TABLE guest_status TO guest_status_away")
         .await;
-    beat(3).await;
+    beat(&agent, id, boot, 3).await;
     eventually("the heartbeat is held unacknowledged", || async {
         queue_depth(&vhost) == (0, 1)
     })
@@ -448,4 +468,83 @@ async fn over_the_bus_unwritten_heartbeats_go_back_to_the_broker_and_liveness_is
     stop.send(()).unwrap();
     conductor.await.unwrap();
     agent.close().await;
+}
+
+#[tokio::test]
+async fn silence_is_not_judged_while_heartbeats_wait_in_the_queue() {
+    let db = db().await;
+    let vhost = RabbitVhost::create();
+    let (quiet, busy) = (
+        db.instance(InstanceStatus::Active).await,
+        db.instance(InstanceStatus::Active).await,
+    );
+    let config = over_the_bus(
+        &vhost,
+        &db,
+        16,
+        HeartbeatConfig {
+            batch_max: 4,
+            expiry_secs: 1,
+            check_interval_secs: 1,
+            backlog_max: 10,
+            ..HeartbeatConfig::default()
+        },
+    );
+    let (stop, conductor) = start_conductor(config.clone());
+    let quiet_agent = agent_bus(&db, &config, quiet).await;
+    let busy_agent = agent_bus(&db, &config, busy).await;
+    let boot = Uuid::now_v7();
+    beat(&quiet_agent, quiet, boot, 1).await;
+    eventually("the quiet instance's heartbeat is stored", || async {
+        db.seq(quiet).await == Some((boot, 1))
+    })
+    .await;
+
+    // The conductor falls behind: another transaction locks the place of the busy
+    // instance's first row (a gap lock: it has none yet, so the liveness check has nothing
+    // of it to lock), its heartbeats cannot be written, and those past the prefetch wait
+    // in the queue.
+    let opts =
+        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&db.config.url).unwrap())
+            .db_name(Some(db.config.database.clone()));
+    let mut holder = mysql_async::Conn::new(opts).await.unwrap();
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop(format!(
+            "SELECT * FROM guest_status WHERE instance_id = '{busy}' FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    for seq in 1..100 {
+        beat(&busy_agent, busy, boot, seq).await;
+    }
+    eventually("heartbeats wait in the queue", || async {
+        queue_depth(&vhost).0 > 10
+    })
+    .await;
+
+    // The quiet instance says nothing for several expiries, but its heartbeat might be in
+    // the queue: it is not marked stale while the conductor is behind.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(queue_depth(&vhost).0 > 10, "{:?}", queue_depth(&vhost));
+    assert!(
+        !db.store.guest_status(quiet).await.unwrap().unwrap().stale,
+        "marked stale while heartbeats waited in the queue"
+    );
+
+    // The row is let go: the conductor catches up, and then silence is judged.
+    holder.query_drop("ROLLBACK").await.unwrap();
+    holder.disconnect().await.unwrap();
+    eventually("the backlog is stored", || async {
+        db.seq(busy).await == Some((boot, 99)) && queue_depth(&vhost) == (0, 0)
+    })
+    .await;
+    eventually("the quiet instance is marked stale", || async {
+        db.store.guest_status(quiet).await.unwrap().unwrap().stale
+    })
+    .await;
+    stop.send(()).unwrap();
+    conductor.await.unwrap();
+    quiet_agent.close().await;
+    busy_agent.close().await;
 }
