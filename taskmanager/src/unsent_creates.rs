@@ -1,7 +1,8 @@
 //! The sweep for creates that the API recorded but never sent to a taskmanager, because it
-//! stopped in between (see `ferrotrove_store::UnsentCreate`). Every few seconds it looks
-//! for rows in BUILD whose task the broker never confirmed, `timeouts.unsent_create_secs`
-//! after their creation, and that no taskmanager has taken up:
+//! stopped in between (see `ferrotrove_store::UnsentCreate`). Every quarter of
+//! `timeouts.unsent_create_secs` (30 s by default) it looks for rows in BUILD whose task
+//! the broker never confirmed that long after their creation, and that no taskmanager has
+//! taken up:
 //! - a replica request names only rows, so it is sent again under the id recorded with
 //!   them: it runs once, whichever copy comes first;
 //! - a standalone create carried its databases and users, passwords included, which the
