@@ -25,6 +25,9 @@ use uuid::Uuid;
 /// How long connecting (TCP, TLS, AMQP handshake and topology) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The routing key of [`Bus::probe_publishing`]: no queue is bound to it.
+const PROBE_ROUTING_KEY: &str = "ferrotrove.probe";
+
 /// AMQP delivery mode 2: the broker writes the message to disk on a durable queue.
 const PERSISTENT: u8 = 2;
 pub(crate) const CONTENT_TYPE: &str = "application/msgpack";
@@ -452,19 +455,62 @@ impl Bus {
         envelope: &Envelope,
         properties: BasicProperties,
     ) -> Result<(), BusError> {
+        // Nothing is written while the broker blocks the connection: fail now, not after
+        // the confirm timeout.
+        if inner.connection.status().blocked() {
+            return Err(BusError::Blocked);
+        }
+        let sent = self.send(&inner.channel, self.exchange(), queue, envelope, properties);
+        confirmation_result(self.confirmed(queue, sent).await?, queue)
+    }
+
+    /// The broker's confirm of what `sent` publishes (for `queue`), waited for at most
+    /// `bus.confirm_timeout_secs`: a broker on a resource alarm confirms nothing.
+    async fn confirmed(
+        &self,
+        queue: &str,
+        sent: impl Future<Output = Result<PublisherConfirm, BusError>>,
+    ) -> Result<Confirmation, BusError> {
         let after = Duration::from_secs(self.shared.config.confirm_timeout_secs.max(1));
-        let confirmed = tokio::time::timeout(after, async {
-            let confirm = self
-                .send(&inner.channel, self.exchange(), queue, envelope, properties)
-                .await?;
-            Ok::<_, BusError>(confirm.await?)
-        })
-        .await
-        .map_err(|_| BusError::Unconfirmed {
-            queue: queue.to_owned(),
-            after,
-        })??;
-        confirmation_result(confirmed, queue)
+        tokio::time::timeout(after, async { Ok::<_, BusError>(sent.await?.await?) })
+            .await
+            .map_err(|_| BusError::Unconfirmed {
+                queue: queue.to_owned(),
+                after,
+            })?
+    }
+
+    /// Whether the broker takes publishes now, which a connection that only consumes is
+    /// never told: publishes an empty message that no queue takes (the broker drops it)
+    /// and waits for its confirm as a cast does. While the broker blocks publishers (a
+    /// resource alarm) it fails, with [`BusError::Blocked`] once the broker has said so
+    /// (it lets the first publish after the alarm through, then blocks the connection) or
+    /// [`BusError::Unconfirmed`].
+    pub async fn probe_publishing(&self) -> Result<(), BusError> {
+        let inner = self.inner().await?;
+        let blocked = || inner.connection.status().blocked();
+        if blocked() {
+            return Err(BusError::Blocked);
+        }
+        let sent = async {
+            Ok(inner
+                .channel
+                .basic_publish(
+                    self.exchange().into(),
+                    PROBE_ROUTING_KEY.into(),
+                    BasicPublishOptions::default(),
+                    &[],
+                    BasicProperties::default(),
+                )
+                .await?)
+        };
+        match self.confirmed(PROBE_ROUTING_KEY, sent).await? {
+            Confirmation::Nack(_) => Err(BusError::Nacked {
+                queue: PROBE_ROUTING_KEY.to_owned(),
+            }),
+            _ if blocked() => Err(BusError::Blocked),
+            _ => Ok(()),
+        }
     }
 
     /// Publishes `envelope` on `channel` to `exchange` with routing key `queue`,

@@ -42,6 +42,10 @@ pub enum BusError {
          (it may be blocking publishers on a disk or memory alarm)"
     )]
     Unconfirmed { queue: String, after: Duration },
+    /// The broker said it blocks this connection's publishing (a disk or memory alarm),
+    /// and has not said it stopped.
+    #[error("the message broker blocks publishing (a disk or memory alarm)")]
+    Blocked,
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("message broker: {0}")]
@@ -63,6 +67,7 @@ impl BusError {
             | BusError::NotListening { .. }
             | BusError::Nacked { .. }
             | BusError::Unconfirmed { .. }
+            | BusError::Blocked
             | BusError::Amqp(_)
             | BusError::Closed => ErrorKind::Unavailable,
             BusError::Codec(_)

@@ -1,7 +1,8 @@
 //! A broker that blocks publishers, as RabbitMQ does on a memory or disk alarm, against a
 //! node of the test's own: a cast fails within the confirm timeout as unavailable instead
-//! of hanging its caller (an API request, an agent's heartbeat loop), and the same
-//! connection publishes again once the alarm clears.
+//! of hanging its caller (an API request, an agent's heartbeat loop), a publishing probe
+//! tells a connection that only consumes, and the same connections publish again once the
+//! alarm clears.
 
 use ferrotrove_bus::{Bus, BusConfig, BusError, Handler, RequestContext};
 use ferrotrove_proto::{Method, RemoteError};
@@ -51,6 +52,10 @@ async fn a_cast_to_a_broker_blocking_publishers_fails_within_the_confirm_timeout
     bus.cast("notes", &Note("before".into()))
         .await
         .expect("a broker without alarms confirms");
+    consumer
+        .probe_publishing()
+        .await
+        .expect("a broker without alarms takes publishes");
 
     // A memory high watermark of 0 raises the memory alarm at once: publishers are blocked.
     node.ctl(&["set_vm_memory_high_watermark", "0"]).unwrap();
@@ -62,8 +67,32 @@ async fn a_cast_to_a_broker_blocking_publishers_fails_within_the_confirm_timeout
     .expect("the cast hung on the blocked broker")
     .expect_err("a blocked broker confirms nothing");
     assert!(matches!(error, BusError::Unconfirmed { .. }), "{error}");
+    // Once the broker has said it blocks the connection, a cast fails at once.
+    let error = tokio::time::timeout(
+        Duration::from_secs(1),
+        bus.cast("notes", &Note("during".into())),
+    )
+    .await
+    .expect("a cast on a connection known to be blocked waited")
+    .expect_err("a blocked broker confirms nothing");
+    assert!(matches!(error, BusError::Blocked), "{error}");
     assert!(error.is_retryable(), "{error}");
     assert!(error.to_string().contains("alarm"), "{error}");
+    // A connection that only consumes is not told; its probes find out (the broker lets
+    // a connection's first publish after the alarm through, then blocks it).
+    let started = Instant::now();
+    loop {
+        let probed = tokio::time::timeout(Duration::from_secs(60), consumer.probe_publishing())
+            .await
+            .expect("the probe hung on the blocked broker");
+        match probed {
+            Err(BusError::Blocked | BusError::Unconfirmed { .. }) => break,
+            other => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the probe never found the broker blocking: {other:?}"
+            ),
+        }
+    }
 
     // The alarm clears: the same connection publishes again, and its casts arrive.
     node.ctl(&["set_vm_memory_high_watermark", "0.4"]).unwrap();
@@ -73,10 +102,15 @@ async fn a_cast_to_a_broker_blocking_publishers_fails_within_the_confirm_timeout
             Ok(()) => break,
             Err(error) if started.elapsed() < Duration::from_secs(60) => {
                 eprintln!("still blocked: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(error) => panic!("the broker never took casts again: {error}"),
         }
     }
+    consumer
+        .probe_publishing()
+        .await
+        .expect("the broker takes publishes again");
     let started = Instant::now();
     // "before" and "after" (and "during", if the broker took it once unblocked).
     while counter.0.load(Ordering::SeqCst) < 2 {

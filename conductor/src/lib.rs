@@ -1,10 +1,11 @@
 //! The conductor: the only consumer of what guests report (heartbeats, with the progress of
 //! a running snapshot or restore; job results later). It writes reports to the control DB
 //! and acks each only once it is stored, and it keeps liveness in the control DB: a
-//! periodic check marks instances whose heartbeats stopped, while (and only while) it has
-//! been consuming them for a whole expiry and the queue is not behind (at most
-//! `heartbeats.backlog_max` waiting): otherwise a guest's newest heartbeat may be on its
-//! way, and silence says nothing about the guest.
+//! periodic check marks instances whose heartbeats stopped, but only once heartbeats have
+//! been able to reach it for a whole expiry: it has been consuming them, the broker takes
+//! publishes (a resource alarm blocks the guests' too), and the queue is not behind (at
+//! most `heartbeats.backlog_max` waiting). Otherwise a guest's newest heartbeat may be on
+//! its way, and silence says nothing about the guest.
 //!
 //! Heartbeats are written in batches: each handled message waits while its batch fills
 //! (up to `heartbeats.batch_max`, or `heartbeats.batch_window_ms` after the batch's first
@@ -211,17 +212,17 @@ pub async fn check_liveness(store: &Store, expiry: Duration) -> Result<usize, St
     Ok(marked.len())
 }
 
-/// Whether silence can be judged: only once this conductor has been consuming heartbeats
-/// for a whole `expiry` (since `serving_since`). While it cannot consume (the broker is
-/// away, or it is connecting again), no heartbeat can reach it, so silence says nothing
-/// about the guests, and marking them stale would show every instance SHUTDOWN for a fault
-/// of the control plane's own.
+/// Whether silence can be judged: only once heartbeats have been able to reach this
+/// conductor for a whole `expiry` (since `clear_since`). While they cannot (the broker is
+/// away or blocks publishers, the queue is behind), silence says nothing about the
+/// guests, and marking them stale would show every instance SHUTDOWN for a fault of the
+/// control plane's own.
 pub fn may_judge_liveness(
-    serving_since: Option<std::time::Instant>,
+    clear_since: Option<std::time::Instant>,
     now: std::time::Instant,
     expiry: Duration,
 ) -> bool {
-    serving_since.is_some_and(|since| now.saturating_duration_since(since) >= expiry)
+    clear_since.is_some_and(|since| now.saturating_duration_since(since) >= expiry)
 }
 
 /// Why silence cannot be judged now; `None` when it can.
@@ -234,6 +235,9 @@ pub enum NoJudgement {
     Behind(u32),
     /// The queue's backlog cannot be read (the text says why).
     BacklogUnknown(String),
+    /// The broker does not confirm publishes (a resource alarm blocks publishers): guests
+    /// cannot send heartbeats either. The text says what the probe got.
+    PublishingBlocked(String),
 }
 
 impl std::fmt::Display for NoJudgement {
@@ -250,12 +254,16 @@ impl std::fmt::Display for NoJudgement {
                 f,
                 "cannot read how many heartbeats wait in the queue ({why}), so no instance is marked stale"
             ),
+            NoJudgement::PublishingBlocked(why) => write!(
+                f,
+                "the broker takes no publishes ({why}), so guests cannot send heartbeats either: no instance is marked stale until it has taken them again for a whole expiry"
+            ),
         }
     }
 }
 
-/// Whether silence can be judged, once [`may_judge_liveness`] allows it, given how many
-/// heartbeats wait in the queue (`backlog`): at most `backlog_max`.
+/// Whether the queue lets silence be judged, given how many heartbeats wait in it
+/// (`backlog`): at most `backlog_max`.
 pub fn backlog_judgement(backlog: Result<u32, String>, backlog_max: u32) -> Option<NoJudgement> {
     match backlog {
         Ok(waiting) if waiting > backlog_max => Some(NoJudgement::Behind(waiting)),
@@ -264,8 +272,23 @@ pub fn backlog_judgement(backlog: Result<u32, String>, backlog_max: u32) -> Opti
     }
 }
 
-/// Runs [`check_liveness`] every `check_interval` while silence can be judged
-/// ([`may_judge_liveness`], [`backlog_judgement`]), saying in the log whenever that changes.
+/// What stops silence from being judged now, if anything: not consuming, the broker not
+/// taking publishes ([`Bus::probe_publishing`]), or the queue behind ([`backlog_judgement`]).
+async fn obstacle(bus: &Bus, consuming: bool, settings: &HeartbeatConfig) -> Option<NoJudgement> {
+    if !consuming {
+        return Some(NoJudgement::NotConsuming);
+    }
+    if let Err(error) = bus.probe_publishing().await {
+        return Some(NoJudgement::PublishingBlocked(error.to_string()));
+    }
+    let backlog = bus.queue_backlog(queues::CONDUCTOR).await;
+    backlog_judgement(backlog.map_err(|e| e.to_string()), settings.backlog_max)
+}
+
+/// Runs [`check_liveness`] every `check_interval`, but only once nothing has stood in the
+/// way of heartbeats ([`obstacle`]) for a whole expiry ([`may_judge_liveness`]): after an
+/// outage, an alarm or a backlog, guests' heartbeats need that long to arrive again. Says
+/// in the log whenever that changes.
 async fn check_liveness_periodically(
     store: Store,
     bus: Bus,
@@ -274,29 +297,31 @@ async fn check_liveness_periodically(
 ) {
     let mut ticks = tokio::time::interval(settings.check_interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clear_since: Option<std::time::Instant> = None;
     let mut logged = None;
     loop {
         ticks.tick().await;
-        let since = *serving.borrow();
-        let verdict = if may_judge_liveness(since, std::time::Instant::now(), settings.expiry()) {
-            let backlog = bus.queue_backlog(queues::CONDUCTOR).await;
-            backlog_judgement(backlog.map_err(|e| e.to_string()), settings.backlog_max)
-        } else {
-            Some(NoJudgement::NotConsuming)
+        let serving_since = *serving.borrow();
+        let obstacle = obstacle(&bus, serving_since.is_some(), &settings).await;
+        let now = std::time::Instant::now();
+        // A reconnection between two checks restarts the count too.
+        clear_since = match (&obstacle, serving_since) {
+            (None, Some(serving)) => Some(clear_since.unwrap_or(now).max(serving)),
+            _ => None,
         };
-        let kind = verdict.as_ref().map(std::mem::discriminant);
-        if logged != Some(kind) {
-            match &verdict {
-                Some(reason) => tracing::warn!("{reason}"),
-                None => tracing::info!(
-                    "judging liveness: heartbeats have been received for a whole expiry and the queue is not behind"
+        let judge = may_judge_liveness(clear_since, now, settings.expiry());
+        let kind = obstacle.as_ref().map(std::mem::discriminant);
+        if logged != Some((kind, judge)) {
+            match (&obstacle, judge) {
+                (Some(reason), _) => tracing::warn!("{reason}"),
+                (None, false) => tracing::info!(
+                    "heartbeats can reach this conductor again: judging silence once they have for a whole expiry"
                 ),
+                (None, true) => tracing::info!("judging liveness"),
             }
-            logged = Some(kind);
+            logged = Some((kind, judge));
         }
-        if verdict.is_none()
-            && let Err(error) = check_liveness(&store, settings.expiry()).await
-        {
+        if judge && let Err(error) = check_liveness(&store, settings.expiry()).await {
             tracing::warn!(%error, "liveness check failed; trying again at the next one");
         }
     }

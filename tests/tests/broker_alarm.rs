@@ -1,12 +1,14 @@
 //! A broker on a resource alarm blocks every publisher. A request that sends a task
 //! answers 503 within the bus's confirm timeout instead of hanging, and leaves nothing
-//! half-made; once the alarm clears, the same daemons serve again. On a RabbitMQ node of
-//! the test's own, whose memory alarm the test raises.
+//! half-made; the conductor marks no instance stale meanwhile (their heartbeats are
+//! blocked too); once the alarm clears, the same daemons serve again. On a RabbitMQ node
+//! of the test's own, whose memory alarm the test raises.
 
 mod common;
 
 use common::{Broker, Stack};
 use ferrotrove_tests::rabbit_node::RabbitNode;
+use std::time::Duration;
 
 #[test]
 fn requests_fail_fast_while_the_broker_blocks_publishers_and_work_again_after() {
@@ -18,6 +20,7 @@ fn requests_fail_fast_while_the_broker_blocks_publishers_and_work_again_after() 
         .broker_node()
         .ctl(&["set_vm_memory_high_watermark", "0"])
         .expect("raise the memory alarm");
+    let alarm = std::time::Instant::now();
     let (ok, _, stderr) = stack.ftrove(&["create", "b1", "7", "--size", "2"]);
     assert!(
         !ok && stderr.contains("marked ERROR") && stderr.contains("(HTTP 503)"),
@@ -35,6 +38,18 @@ fn requests_fail_fast_while_the_broker_blocks_publishers_and_work_again_after() 
     )
     .unwrap();
     assert_eq!(status, "ACTIVE");
+
+    // Once the alarm has lasted well past the conductor's expiry (10 s), with no heartbeat
+    // getting through: the conductor, whose probe finds the broker taking no publishes,
+    // has not marked a1 stale.
+    std::thread::sleep(Duration::from_secs(16).saturating_sub(alarm.elapsed()));
+    let stale = ferrotrove_tests::control_sql(
+        Some(&stack.db.name),
+        "SELECT g.stale FROM guest_status g JOIN instances i ON i.id = g.instance_id \
+         WHERE i.name = 'a1'",
+    )
+    .unwrap();
+    assert_eq!(stale, "0", "a1 was marked stale during the alarm");
 
     // The alarm clears: the same API and taskmanager work again.
     stack
