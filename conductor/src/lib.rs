@@ -228,7 +228,7 @@ pub fn may_judge_liveness(
 /// Why silence cannot be judged now; `None` when it can.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NoJudgement {
-    /// Not consuming heartbeats, or not yet for a whole expiry.
+    /// Not consuming heartbeats: the broker is away, or this conductor is connecting again.
     NotConsuming,
     /// This many heartbeats wait in the queue, more than `heartbeats.backlog_max`: the
     /// conductors are behind, and a guest's newest heartbeat may be among them.
