@@ -118,7 +118,19 @@ impl Store {
                 (lease.as_micros() as u64, id.to_string(), owner),
             )
             .await?;
-            Ok(conn.affected_rows() == 1)
+            if conn.affected_rows() == 1 {
+                return Ok(true);
+            }
+            // Zero changed rows: not held, or renewed to the same time within the same
+            // millisecond as the claim or the last renewal (the server counts changed
+            // rows, not matched ones).
+            let held: Option<i64> = conn
+                .exec_first(
+                    "SELECT 1 FROM tasks WHERE id = ? AND owner = ? AND state = 'running'",
+                    (id.to_string(), owner),
+                )
+                .await?;
+            Ok(held.is_some())
         })
         .await
     }
