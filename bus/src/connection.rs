@@ -455,22 +455,23 @@ impl Bus {
         envelope: &Envelope,
         properties: BasicProperties,
     ) -> Result<(), BusError> {
-        // Nothing is written while the broker blocks the connection: fail now, not after
-        // the confirm timeout.
-        if inner.connection.status().blocked() {
-            return Err(BusError::Blocked);
-        }
         let sent = self.send(&inner.channel, self.exchange(), queue, envelope, properties);
-        confirmation_result(self.confirmed(queue, sent).await?, queue)
+        confirmation_result(self.confirmed(inner, queue, sent).await?, queue)
     }
 
-    /// The broker's confirm of what `sent` publishes (for `queue`), waited for at most
-    /// `bus.confirm_timeout_secs`: a broker on a resource alarm confirms nothing.
+    /// The broker's confirm of what `sent` publishes on `inner` (for `queue`), waited for
+    /// at most `bus.confirm_timeout_secs`: a broker on a resource alarm confirms nothing.
+    /// Nothing is written while the broker says it blocks the connection, so then it fails
+    /// at once instead.
     async fn confirmed(
         &self,
+        inner: &Inner,
         queue: &str,
         sent: impl Future<Output = Result<PublisherConfirm, BusError>>,
     ) -> Result<Confirmation, BusError> {
+        if inner.connection.status().blocked() {
+            return Err(BusError::Blocked);
+        }
         let after = Duration::from_secs(self.shared.config.confirm_timeout_secs.max(1));
         tokio::time::timeout(after, async { Ok::<_, BusError>(sent.await?.await?) })
             .await
@@ -488,10 +489,6 @@ impl Bus {
     /// [`BusError::Unconfirmed`].
     pub async fn probe_publishing(&self) -> Result<(), BusError> {
         let inner = self.inner().await?;
-        let blocked = || inner.connection.status().blocked();
-        if blocked() {
-            return Err(BusError::Blocked);
-        }
         let sent = async {
             Ok(inner
                 .channel
@@ -504,11 +501,11 @@ impl Bus {
                 )
                 .await?)
         };
-        match self.confirmed(PROBE_ROUTING_KEY, sent).await? {
+        match self.confirmed(&inner, PROBE_ROUTING_KEY, sent).await? {
             Confirmation::Nack(_) => Err(BusError::Nacked {
                 queue: PROBE_ROUTING_KEY.to_owned(),
             }),
-            _ if blocked() => Err(BusError::Blocked),
+            _ if inner.connection.status().blocked() => Err(BusError::Blocked),
             _ => Ok(()),
         }
     }
