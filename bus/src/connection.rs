@@ -1,7 +1,7 @@
 //! The connection, its topology, and the publishing side: call and cast.
 
 use crate::auth::{Claimed, SigningKey};
-use crate::replies::{Answer, RETURN_POLL_FIRST, RETURN_POLL_MAX, Replies};
+use crate::replies::{Answer, CONFIRM_LOOK_FIRST, CONFIRM_LOOK_MAX, CallConfirm, Replies};
 use crate::{BusConfig, BusError, TlsConfig, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, Method, RemoteError, queues};
@@ -30,7 +30,6 @@ const PROBE_ROUTING_KEY: &str = "ferrotrove.probe";
 
 /// AMQP delivery mode 2: the broker writes the message to disk on a durable queue.
 const PERSISTENT: u8 = 2;
-pub(crate) const CONTENT_TYPE: &str = "application/msgpack";
 /// The default exchange: routes to the queue named by the routing key.
 pub(crate) const DEFAULT_EXCHANGE: &str = "";
 
@@ -61,9 +60,8 @@ pub(crate) struct Inner {
     pub(crate) connection: Connection,
     /// Casts publish here, with publisher confirms.
     channel: Channel,
-    /// Calls publish here, without publisher confirms: a call's reply is its
-    /// acknowledgement, end to end. Their replies are consumed here (direct reply-to), and
-    /// the requests the broker returns (no such queue) are collected from here.
+    /// Calls publish here, with publisher confirms, and their replies are consumed here
+    /// (direct reply-to, which answers on the channel a request was published on).
     calls: Channel,
     replies: Replies,
     /// Queues declared on this connection, so casts declare their target once.
@@ -117,6 +115,9 @@ impl Inner {
             declare_dead_letters(&channel, &config.exchange).await?;
         }
         let calls = connection.create_channel().await?;
+        calls
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         let replies = Replies::start(&calls).await?;
         Ok(Inner {
             connection,
@@ -270,29 +271,35 @@ impl Bus {
         // Straight to the queue by name through the default exchange: the broker's
         // cheapest route. Topic permissions confine only what guests publish, and guests
         // make no calls.
-        let not_requested = self
-            .send(&inner.calls, DEFAULT_EXCHANGE, queue, &envelope, properties)
-            .await?;
-        // Already resolved (the channel has no confirms); taken so lapin keeps nothing.
-        let _ = not_requested.await;
-        // Settled by the reply, or by the broker returning the request (`mandatory`: no
-        // queue by that name), which the call learns by looking for returned requests,
-        // first after `RETURN_POLL_FIRST` and then less and less often: the broker returns
-        // a request as it routes it, so a long call need not keep looking.
+        let mut confirm = CallConfirm::Awaited(
+            self.send(&inner.calls, DEFAULT_EXCHANGE, queue, &envelope, properties)
+                .await?,
+        );
+        // Settled by the reply. The broker's confirm comes long before it (it confirms a
+        // transient request as it routes it), so the call looks at the confirm only when
+        // no reply has come after `CONFIRM_LOOK_FIRST`, and then less and less often,
+        // without ever being woken by it: a returned request (`mandatory`: no queue by
+        // that name) settles its call as not listening, a nack fails it as refused. Once
+        // the request is confirmed, only the answer is awaited.
         let answered = async {
-            let mut pause = RETURN_POLL_FIRST;
+            let mut pause = CONFIRM_LOOK_FIRST;
             loop {
+                if confirm.is_settled() {
+                    return (&mut pending.rx).await.map_err(|_| BusError::Closed);
+                }
                 tokio::select! {
                     biased;
                     answer = &mut pending.rx => return answer.map_err(|_| BusError::Closed),
                     _ = tokio::time::sleep(pause) => {
-                        inner.replies.collect_returns(&inner.calls).await;
-                        pause = (pause * 2).min(RETURN_POLL_MAX);
+                        confirm.look(&inner.replies, queue)?;
+                        pause = (pause * 2).min(CONFIRM_LOOK_MAX);
                     }
                 }
             }
         };
-        let reply = match tokio::time::timeout(timeout, answered).await {
+        let answered = tokio::time::timeout(timeout, answered).await;
+        confirm.finish(&inner.replies);
+        let reply = match answered {
             Err(_) => {
                 return Err(BusError::Timeout {
                     queue: queue.to_owned(),
@@ -529,10 +536,7 @@ impl Bus {
         let properties = properties
             // The broker refuses a user id other than the publisher's login, so consumers
             // can trust it (see `Verifier::Publishers`).
-            .with_user_id(self.shared.user.clone())
-            .with_message_id(envelope.message_id.to_string().into())
-            .with_content_type(CONTENT_TYPE.into())
-            .with_type(envelope.method.as_str().into());
+            .with_user_id(self.shared.user.clone());
         Ok(channel
             .basic_publish(
                 exchange.into(),

@@ -2,29 +2,33 @@
 //! reply to the call waiting for it by correlation id. Replies are handed over raw, with
 //! their headers, so the call can check their signature before decoding them.
 //!
-//! Calls are published without publisher confirms (the reply acknowledges a call end to
-//! end, and a confirm costs the broker about a sixth of a call's round trip), but
-//! `mandatory`: a request for a queue that does not exist comes back as `basic.return`.
-//! lapin keeps what a channel without confirms gets returned until it is asked for, so a
-//! waiting call asks, after [`RETURN_POLL_FIRST`] and then less and less often
-//! ([`Replies::collect_returns`]), and each returned request settles its own call,
-//! whichever call collected it.
-
-use futures::StreamExt;
-use lapin::Channel;
+//! Calls are published with publisher confirms, `mandatory`, like every publish; a request
+//! for a queue that does not exist comes back with its confirm. The confirm comes long
+//! before the reply, so a call does not wait for it: it looks at it ([`CallConfirm::look`])
+//! only when no reply has come after [`CONFIRM_LOOK_FIRST`], and then less and less often,
+//! without being woken by it (a confirm awaited on its own costs a wake-up of the calling
+//! task per call, about a sixth of a call's round trip here).
+//!
+//! lapin hands a returned request to a confirm of the channel, not always its own (the
+//! broker acks several publishes in one frame), so a returned request settles the call its
+//! correlation id names, whichever call found it.
+use crate::BusError;
+use futures::{FutureExt, StreamExt};
+use lapin::message::BasicReturnMessage;
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
+use lapin::{Channel, Confirmation, PublisherConfirm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-/// When a call not yet answered first looks for returned requests: about how late a call
-/// to a queue that does not exist learns it, after the broker's return. It looks again
-/// twice as late each time, up to [`RETURN_POLL_MAX`] apart.
-pub(crate) const RETURN_POLL_FIRST: Duration = Duration::from_millis(5);
-pub(crate) const RETURN_POLL_MAX: Duration = Duration::from_secs(1);
+/// When a call not yet answered first looks at its request's confirm: about how late a
+/// call to a queue that does not exist learns it. It looks again twice as late each time,
+/// up to [`CONFIRM_LOOK_MAX`] apart, until the request is confirmed.
+pub(crate) const CONFIRM_LOOK_FIRST: Duration = Duration::from_millis(5);
+pub(crate) const CONFIRM_LOOK_MAX: Duration = Duration::from_secs(1);
 
 /// A reply as it arrived.
 pub(crate) struct RawReply {
@@ -113,23 +117,12 @@ impl Replies {
         Ok(replies)
     }
 
-    /// Settles the calls whose requests the broker returned on `channel` (the calls'
-    /// channel, which has no publisher confirms) since the last look.
-    pub(crate) async fn collect_returns(&self, channel: &Channel) {
-        // Without confirms there is nothing to wait for: this only takes what came back.
-        let returned = match channel.wait_for_confirms().await {
-            Ok(returned) => returned,
-            Err(error) => {
-                tracing::debug!(%error, "cannot look for returned calls");
-                return;
-            }
-        };
-        for message in returned {
-            let waiter = correlation_id(&message.delivery.properties)
-                .and_then(|id| lock(&self.waiters).remove(&id));
-            if let Some(tx) = waiter {
-                let _ = tx.send(Answer::Returned);
-            }
+    /// Settles the call whose request the broker returned.
+    fn returned(&self, message: &BasicReturnMessage) {
+        let waiter = correlation_id(&message.delivery.properties)
+            .and_then(|id| lock(&self.waiters).remove(&id));
+        if let Some(tx) = waiter {
+            let _ = tx.send(Answer::Returned);
         }
     }
 
@@ -142,6 +135,79 @@ impl Replies {
             waiters: self.waiters.clone(),
             rx,
         }
+    }
+}
+
+/// The broker's confirm of a call's request, as far as the call has looked.
+pub(crate) enum CallConfirm {
+    Awaited(PublisherConfirm),
+    Settled,
+}
+
+impl CallConfirm {
+    pub(crate) fn is_settled(&self) -> bool {
+        matches!(self, CallConfirm::Settled)
+    }
+
+    /// Takes the confirm if it has come, without registering this task to be woken by it.
+    /// A returned request it carries settles its own call through `replies` (this one's
+    /// answer is then `Returned`); an error when the broker refused the request to
+    /// `queue`, or the channel is gone.
+    pub(crate) fn look(&mut self, replies: &Replies, queue: &str) -> Result<(), BusError> {
+        let CallConfirm::Awaited(confirm) = self else {
+            return Ok(());
+        };
+        // Polled with a waker that does nothing: the call's own timer comes back here.
+        let Some(confirmation) = confirm.now_or_never() else {
+            return Ok(());
+        };
+        *self = CallConfirm::Settled;
+        settle(replies, confirmation?).map_err(|()| BusError::Nacked {
+            queue: queue.to_owned(),
+        })
+    }
+
+    /// Once the call is over: a confirm not taken yet is awaited in the background, so
+    /// a returned request it may carry still settles its call, and the channel keeps
+    /// nothing for it (lapin keeps a dropped, unsettled confirm until someone asks for
+    /// all of them).
+    pub(crate) fn finish(self, replies: &Replies) {
+        let CallConfirm::Awaited(mut confirm) = self else {
+            return;
+        };
+        match (&mut confirm).now_or_never() {
+            Some(Ok(confirmation)) => {
+                let _ = settle(replies, confirmation);
+            }
+            Some(Err(_)) => {}
+            None => {
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    if let Ok(confirmation) = confirm.await {
+                        let _ = settle(&replies, confirmation);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Hands a returned request to its call; `Err` for a nack.
+fn settle(replies: &Replies, confirmation: Confirmation) -> Result<(), ()> {
+    match confirmation {
+        Confirmation::Ack(returned) => {
+            if let Some(message) = returned {
+                replies.returned(&message);
+            }
+            Ok(())
+        }
+        Confirmation::Nack(returned) => {
+            if let Some(message) = returned {
+                replies.returned(&message);
+            }
+            Err(())
+        }
+        Confirmation::NotRequested => Ok(()),
     }
 }
 

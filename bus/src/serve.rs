@@ -2,7 +2,7 @@
 
 use crate::acks::{self, Event};
 use crate::auth::{SigningKey, Verifier};
-use crate::connection::{Bus, CONTENT_TYPE, DEFAULT_EXCHANGE, declare_and_bind};
+use crate::connection::{Bus, DEFAULT_EXCHANGE, declare_and_bind};
 use crate::{BusError, now_ms};
 use ferrotrove_proto::envelope::{decode, encode};
 use ferrotrove_proto::{Envelope, ErrorKind, Method, PROTOCOL_VERSION, RemoteError};
@@ -321,14 +321,17 @@ impl Replier<'_> {
         reply.correlation_id = Some(request.message_id);
         reply.operation_id = request.operation_id;
         let body = reply.to_bytes()?;
-        let mut properties = BasicProperties::default()
-            .with_correlation_id(request.message_id.to_string().into())
-            .with_content_type(CONTENT_TYPE.into());
+        let mut properties =
+            BasicProperties::default().with_correlation_id(request.message_id.to_string().into());
         if let Some(key) = self.key {
             properties = properties.with_headers(key.sign(&body));
         }
         // Replies go through the default exchange, which routes `amq.rabbitmq.reply-to.*`
-        // names straight to the caller's channel.
+        // names straight to the caller's channel. The one publish not confirmed: only the
+        // caller waits for it, and a lost reply (with the caller's connection or the
+        // broker) fails the call, whose retry under the same operation id gets the first
+        // result from the receiver's journal. Awaiting a confirm here before the ack cost
+        // the caller about 7% of its round trip (the two cores are shared).
         self.channel
             .basic_publish(
                 DEFAULT_EXCHANGE.into(),

@@ -151,8 +151,9 @@ async fn call_round_trip_and_typed_errors() {
     }
 }
 
-/// Calls go without publisher confirms; a returned request is collected by whichever call
-/// looks first, and must settle its own call only.
+/// A returned request comes with a confirm of the calls' channel, not always its own (one
+/// frame acks several publishes); whichever call finds it, it must settle its own call
+/// only, and the answered calls must still get their replies.
 #[tokio::test]
 async fn returned_calls_settle_their_own_calls_only() {
     let vhost = RabbitVhost::create();
