@@ -128,6 +128,15 @@ impl Inner {
         })
     }
 
+    /// Fails at once while the broker blocks this connection's publishes (a resource
+    /// alarm): nothing published now would be confirmed before the alarm clears.
+    fn refuse_if_blocked(&self) -> Result<(), BusError> {
+        if self.connection.status().blocked() {
+            return Err(BusError::Blocked);
+        }
+        Ok(())
+    }
+
     fn declared(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.declared.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -271,6 +280,9 @@ impl Bus {
         // Straight to the queue by name through the default exchange: the broker's
         // cheapest route. Topic permissions confine only what guests publish, and guests
         // make no calls.
+        // A blocked connection would hold the request until the alarm clears, and the
+        // call until its deadline.
+        inner.refuse_if_blocked()?;
         let mut confirm = CallConfirm::Awaited(
             self.send(&inner.calls, DEFAULT_EXCHANGE, queue, &envelope, properties)
                 .await?,
@@ -476,9 +488,7 @@ impl Bus {
         queue: &str,
         sent: impl Future<Output = Result<PublisherConfirm, BusError>>,
     ) -> Result<Confirmation, BusError> {
-        if inner.connection.status().blocked() {
-            return Err(BusError::Blocked);
-        }
+        inner.refuse_if_blocked()?;
         let after = Duration::from_secs(self.shared.config.confirm_timeout_secs.max(1));
         tokio::time::timeout(after, async { Ok::<_, BusError>(sent.await?.await?) })
             .await
@@ -512,8 +522,8 @@ impl Bus {
             Confirmation::Nack(_) => Err(BusError::Nacked {
                 queue: PROBE_ROUTING_KEY.to_owned(),
             }),
-            _ if inner.connection.status().blocked() => Err(BusError::Blocked),
-            _ => Ok(()),
+            // The first publish after an alarm goes through; the connection is blocked after.
+            _ => inner.refuse_if_blocked(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A broker that blocks publishers, as RabbitMQ does on a memory or disk alarm, against a
 //! node of the test's own: a cast fails within the confirm timeout as unavailable instead
-//! of hanging its caller (an API request, an agent's heartbeat loop), a publishing probe
+//! of hanging its caller (an API request, an agent's heartbeat loop), casts and calls fail
+//! at once once the broker has said it blocks the connection, a publishing probe
 //! tells a connection that only consumes, and the same connections publish again once the
 //! alarm clears.
 
@@ -78,6 +79,15 @@ async fn a_cast_to_a_broker_blocking_publishers_fails_within_the_confirm_timeout
     assert!(matches!(error, BusError::Blocked), "{error}");
     assert!(error.is_retryable(), "{error}");
     assert!(error.to_string().contains("alarm"), "{error}");
+    // So does a call on that connection, instead of waiting out its deadline.
+    let error = tokio::time::timeout(
+        Duration::from_secs(1),
+        bus.call::<_, ()>("notes", &Note("call".into()), Duration::from_secs(30)),
+    )
+    .await
+    .expect("a call on a connection known to be blocked waited")
+    .expect_err("a blocked broker takes no calls");
+    assert!(matches!(error, BusError::Blocked), "{error}");
     // A connection that only consumes is not told; its probes find out (the broker lets
     // a connection's first publish after the alarm through, then blocks it).
     let started = Instant::now();
