@@ -131,9 +131,6 @@ pub struct ServerSection {
     /// fall back to logical ones.
     #[serde(default = "default_backup")]
     pub backup: String,
-    /// Extracts the backup tool's stream. Default `mbstream`.
-    #[serde(default = "default_backup_extract")]
-    pub backup_extract: String,
     /// Upper bound of the InnoDB buffer pool in MiB. Default 256. The pool is half the
     /// flavor's memory, capped by this, because the local provisioner packs many instances
     /// on one host.
@@ -223,9 +220,6 @@ fn default_dump() -> String {
 }
 fn default_backup() -> String {
     "mariabackup".to_owned()
-}
-fn default_backup_extract() -> String {
-    "mbstream".to_owned()
 }
 fn default_client() -> String {
     "mariadb".to_owned()

@@ -524,7 +524,7 @@ fn stage_name(label: &str, first: bool, kind: Kind) -> &'static str {
         ("snapshot/copying", ..) => "mariabackup --backup | blake3 -> store",
         ("snapshot/dumping", ..) => "mariadb-dump | zstd -3 | blake3 -> store",
         ("restore/stopping", ..) => "stop the replica's server",
-        ("restore/copying", ..) => "store, following | blake3 -> mbstream -x; check",
+        ("restore/copying", ..) => "store, following | blake3 -> extract (O_DIRECT); check",
         ("restore/verifying", ..) => "store, following | blake3 (checked whole first)",
         ("restore/preparing", ..) => "mariabackup --prepare, chown",
         ("restore/starting", ..) => "start the server",

@@ -19,6 +19,7 @@ mod logical;
 mod metered;
 mod physical;
 mod tool;
+mod xbstream;
 
 pub use physical::BACKUP_OPTIONS;
 

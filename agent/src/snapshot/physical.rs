@@ -8,8 +8,9 @@
 //!
 //! Restoring one: the replica's server stops, its data dir is set aside, the stored stream
 //! is read back (as it is written, when following a snapshot still being taken; hashed,
-//! and checked against the record before anything uses the result) into `mbstream -x`,
-//! 1 MiB at a time, then `mariabackup --prepare` makes the files consistent. The copied
+//! and checked against the record before anything uses the result) and extracted by the
+//! agent itself, the data pages with O_DIRECT ([`xbstream`]), then `mariabackup --prepare`
+//! makes the files consistent. The copied
 //! system tables are the source's, so the server starts with an init file that gives the
 //! admin account this instance's own password. On any failure the set-aside data dir is
 //! put back and the server started as it was.
@@ -17,6 +18,7 @@
 use super::metered::{CountingReader, HashingWriter, copy_large, dir_size};
 use super::on_blocking_thread;
 use super::tool::ToolProcess;
+use super::xbstream;
 use crate::config::Compression;
 use crate::credentials::read_client_cnf;
 use crate::error::{AgentError, Result};
@@ -231,13 +233,10 @@ async fn replace_data(
 ) -> Result<SnapshotInfo> {
     let data_dir = instance.paths.data_dir.clone();
     fsutil::create_dir_with_mode(&data_dir, 0o750)?;
-    let extract = instance.config.server.backup_extract.clone();
     let reader = reader.with_progress(operation.bytes());
     let target = data_dir.clone();
-    let info = on_blocking_thread("restore", move || {
-        extract_stream(reader, format, &extract, &target)
-    })
-    .await?;
+    let info =
+        on_blocking_thread("restore", move || extract_stream(reader, format, &target)).await?;
     operation.stage("preparing");
     let backup = instance.config.server.backup.clone();
     let target = data_dir.clone();
@@ -269,44 +268,24 @@ async fn replace_data(
     Ok(info)
 }
 
-/// Streams the snapshot into `mbstream -x -C target`, then compares what was read with
-/// the record; answers with the record.
+/// Extracts the snapshot into `target` ([`xbstream::extract`]), then compares what was
+/// read with the record; answers with the record.
 fn extract_stream(
     mut stored: SnapshotReader,
     format: SnapshotFormat,
-    program: &str,
     target: &Path,
 ) -> Result<SnapshotInfo> {
-    let snapshot_id = stored.snapshot_id();
-    let args = vec![
-        "-x".to_owned(),
-        "-C".to_owned(),
-        target.display().to_string(),
-    ];
-    let mut tool = ToolProcess::spawn_plain(program, &args, Stdio::piped(), Stdio::null())?;
-    let Some(mut stdin) = tool.child.stdin.take() else {
-        return Err(AgentError::Internal(
-            "the extractor's stdin was not captured".to_owned(),
-        ));
-    };
-    crate::fsutil::widen_pipe(&stdin);
-    let copied = match format {
+    let extracted = match format {
         SnapshotFormat::PhysicalXbstreamZstd => {
             zstd::Decoder::with_buffer(BufReader::with_capacity(1 << 20, &mut stored))
-                .and_then(|mut decoder| copy_large(&mut decoder, &mut stdin))
+                .map_err(|err| AgentError::io("decompress", Path::new("the snapshot stream"), err))
+                .and_then(|mut decoder| xbstream::extract(&mut decoder, target))
         }
-        _ => copy_large(&mut stored, &mut stdin),
+        _ => xbstream::extract(&mut stored, target),
     };
-    drop(stdin);
-    match copied {
-        Ok(_) => tool.finish()?,
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => tool.finish()?,
-        Err(err) => {
-            let reason = format!("cannot feed it snapshot {snapshot_id}: {err}");
-            let tool_error = tool.abort(reason);
-            // The snapshot's own failure (abandoned, not found) says more than the tool's.
-            return Err(stored.take_failure().unwrap_or(tool_error));
-        }
+    if let Err(err) = extracted {
+        // The snapshot's own failure (abandoned, not found) says more than the reading's.
+        return Err(stored.take_failure().unwrap_or(err));
     }
     stored.verify()
 }
