@@ -47,10 +47,25 @@ async fn physical_snapshot_attach_and_detach() {
     snapshot_attach_and_detach(SnapshotMethod::Physical, 23).await;
 }
 
+/// The same through a zstd-compressed physical snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_physical_snapshot_attach_and_detach() {
+    snapshot_attach_and_detach_with(SnapshotMethod::Physical, 25, "compression = \"zstd\"").await;
+}
+
 async fn snapshot_attach_and_detach(method: SnapshotMethod, server_id: u32) {
+    snapshot_attach_and_detach_with(method, server_id, "").await;
+}
+
+/// `source_snapshots`: more `[snapshots]` settings of the source.
+async fn snapshot_attach_and_detach_with(
+    method: SnapshotMethod,
+    server_id: u32,
+    source_snapshots: &str,
+) {
     let snapshots = shared_tempdir();
     let (source, replica) = tokio::join!(
-        TestServer::prepared_source(snapshots.path(), server_id),
+        TestServer::prepared_source_with(snapshots.path(), server_id, source_snapshots),
         TestServer::prepared_replica(snapshots.path(), server_id + 1),
     );
 
@@ -121,6 +136,8 @@ async fn snapshot_attach_and_detach(method: SnapshotMethod, server_id: u32) {
     if method == SnapshotMethod::Logical {
         assert_eq!(info.format, SnapshotFormat::LogicalSqlZstd);
         check_logical_dump(&data);
+    } else if source_snapshots.contains("zstd") {
+        assert_eq!(info.format, SnapshotFormat::PhysicalXbstreamZstd);
     } else {
         assert_eq!(info.format, SnapshotFormat::PhysicalXbstream);
     }

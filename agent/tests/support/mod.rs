@@ -91,7 +91,17 @@ impl TestServer {
 
     /// A prepared source: database `shop`, user `app` with all privileges on it.
     pub async fn prepared_source(snapshot_dir: &Path, server_id: u32) -> TestServer {
-        let server = TestServer::new(snapshot_dir);
+        TestServer::prepared_source_with(snapshot_dir, server_id, "").await
+    }
+
+    /// [`TestServer::prepared_source`] with more `[snapshots]` settings (`key = value`
+    /// lines).
+    pub async fn prepared_source_with(
+        snapshot_dir: &Path,
+        server_id: u32,
+        snapshots: &str,
+    ) -> TestServer {
+        let server = TestServer::new_in(shared_tempdir(), snapshot_dir, None, snapshots);
         let request = PrepareRequest {
             server_id,
             memory_mb: 128,
