@@ -12,6 +12,7 @@
 //! lapin hands a returned request to a confirm of the channel, not always its own (the
 //! broker acks several publishes in one frame), so a returned request settles the call its
 //! correlation id names, whichever call found it.
+
 use crate::BusError;
 use futures::{FutureExt, StreamExt};
 use lapin::message::BasicReturnMessage;
