@@ -10,9 +10,8 @@
 //! is read back (as it is written, when following a snapshot still being taken; hashed,
 //! and checked against the record before anything uses the result) and extracted by the
 //! agent itself, the data pages with O_DIRECT ([`xbstream`]), then `mariabackup --prepare`
-//! makes the files consistent. The copied
-//! system tables are the source's, so the server starts with an init file that gives the
-//! admin account this instance's own password. On any failure the set-aside data dir is
+//! makes the files consistent. The copied system tables are the source's, so the server
+//! starts with an init file that gives the admin account this instance's own password. On any failure the set-aside data dir is
 //! put back and the server started as it was.
 
 use super::metered::{CountingReader, HashingWriter, copy_large, dir_size};
