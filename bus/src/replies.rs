@@ -163,9 +163,12 @@ impl CallConfirm {
             return Ok(());
         };
         *self = CallConfirm::Settled;
-        settle(replies, confirmation?).map_err(|()| BusError::Nacked {
-            queue: queue.to_owned(),
-        })
+        if hand_over(replies, confirmation?) {
+            return Err(BusError::Nacked {
+                queue: queue.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Once the call is over: a confirm not taken yet is awaited in the background, so
@@ -178,14 +181,14 @@ impl CallConfirm {
         };
         match (&mut confirm).now_or_never() {
             Some(Ok(confirmation)) => {
-                let _ = settle(replies, confirmation);
+                hand_over(replies, confirmation);
             }
             Some(Err(_)) => {}
             None => {
                 let replies = replies.clone();
                 tokio::spawn(async move {
                     if let Ok(confirmation) = confirm.await {
-                        let _ = settle(&replies, confirmation);
+                        hand_over(&replies, confirmation);
                     }
                 });
             }
@@ -193,23 +196,14 @@ impl CallConfirm {
     }
 }
 
-/// Hands a returned request to its call; `Err` for a nack.
-fn settle(replies: &Replies, confirmation: Confirmation) -> Result<(), ()> {
-    match confirmation {
-        Confirmation::Ack(returned) => {
-            if let Some(message) = returned {
-                replies.returned(&message);
-            }
-            Ok(())
-        }
-        Confirmation::Nack(returned) => {
-            if let Some(message) = returned {
-                replies.returned(&message);
-            }
-            Err(())
-        }
-        Confirmation::NotRequested => Ok(()),
+/// Hands a returned request the confirm carries to its call; answers whether the broker
+/// refused (nacked) the publish.
+fn hand_over(replies: &Replies, confirmation: Confirmation) -> bool {
+    let nacked = confirmation.is_nack();
+    if let Some(message) = confirmation.take_message() {
+        replies.returned(&message);
     }
+    nacked
 }
 
 /// A call's id, as its request and its reply carry it.

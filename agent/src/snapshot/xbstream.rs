@@ -126,17 +126,14 @@ fn checked_path(raw: &[u8]) -> Result<PathBuf> {
     Ok(clean)
 }
 
-/// A file being written: one handle for aligned writes (O_DIRECT), one for the rest.
-#[derive(Default)]
-struct OpenFile {
-    direct: Option<File>,
-    buffered: Option<File>,
-}
+/// A file being written: `[buffered, direct]` handles, each opened when first needed
+/// (aligned writes go through O_DIRECT, the rest through the cache).
+type Handles = [Option<File>; 2];
 
 struct Extractor<'a> {
     target: &'a Path,
-    files: HashMap<PathBuf, OpenFile>,
-    /// Whether the target's file system takes O_DIRECT (tmpfs does not).
+    files: HashMap<PathBuf, Handles>,
+    /// Whether the target's file system takes O_DIRECT (tmpfs may not).
     direct: bool,
     written: u64,
 }
@@ -176,67 +173,52 @@ impl Extractor<'_> {
     /// The file's end: closes it, creating it if it had no payload (an empty file).
     fn end(&mut self, path: &Path) -> Result<()> {
         if self.files.remove(path).is_none() {
-            self.open(path, false)?;
+            open(self.target, path, false)?;
         }
         Ok(())
     }
 
     /// The handle to write `path` through: O_DIRECT for aligned writes where it works.
     fn file(&mut self, path: &Path, aligned: bool) -> Result<&File> {
-        let direct = aligned && self.direct;
-        let open = self.files.get(path);
-        let missing = open.is_none_or(|f| {
-            if direct {
-                f.direct.is_none()
-            } else {
-                f.buffered.is_none()
-            }
-        });
-        if missing {
-            let file = match self.open(path, direct) {
-                Err(AgentError::Io { source, .. })
-                    if direct && source.kind() == ErrorKind::InvalidInput =>
-                {
+        let handles = self.files.entry(path.to_owned()).or_default();
+        let mut direct = aligned && self.direct;
+        if direct && handles[1].is_none() {
+            match open(self.target, path, true) {
+                Ok(file) => handles[1] = Some(file),
+                Err(AgentError::Io { source, .. }) if source.kind() == ErrorKind::InvalidInput => {
                     // The file system refuses O_DIRECT: write everything through the cache.
                     self.direct = false;
-                    return self.file(path, aligned);
+                    direct = false;
                 }
-                other => other?,
-            };
-            let entry = self.files.entry(path.to_owned()).or_default();
-            if direct {
-                entry.direct = Some(file);
-            } else {
-                entry.buffered = Some(file);
+                Err(err) => return Err(err),
             }
         }
-        let entry = &self.files[path];
-        let handle = if direct {
-            &entry.direct
-        } else {
-            &entry.buffered
+        // Direct handles are opened above; a buffered one is opened here when first needed.
+        let slot = &mut handles[usize::from(direct)];
+        let file = match slot.take() {
+            Some(file) => file,
+            None => open(self.target, path, false)?,
         };
-        handle
-            .as_ref()
-            .ok_or_else(|| AgentError::Internal(format!("{} was not opened", path.display())))
+        Ok(slot.insert(file))
     }
+}
 
-    fn open(&self, path: &Path, direct: bool) -> Result<File> {
-        let full = self.target.join(path);
-        if let Some(parent) = full.parent()
-            && !parent.exists()
-        {
-            fsutil::create_dir_with_mode(parent, 0o750)?;
-        }
-        let mut options = OpenOptions::new();
-        options.write(true).create(true).mode(0o640);
-        if direct {
-            options.custom_flags(libc::O_DIRECT);
-        }
-        options
-            .open(&full)
-            .map_err(|e| AgentError::io("create", &full, e))
+/// Creates (or opens) `path` under `target`, and the directories above it.
+fn open(target: &Path, path: &Path, direct: bool) -> Result<File> {
+    let full = target.join(path);
+    if let Some(parent) = full.parent()
+        && !parent.exists()
+    {
+        fsutil::create_dir_with_mode(parent, 0o750)?;
     }
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).mode(0o640);
+    if direct {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    options
+        .open(&full)
+        .map_err(|e| AgentError::io("create", &full, e))
 }
 
 /// Reads until `buf` is full or the stream ends; answers with the bytes read.
