@@ -1,6 +1,6 @@
 //! The consuming side: a queue's deliveries, decoded and handed to a typed handler.
 
-use crate::acks::{self, Event};
+use crate::acks::{self, Event, Notice};
 use crate::auth::{SigningKey, Verifier};
 use crate::connection::{Bus, DEFAULT_EXCHANGE, declare_and_bind};
 use crate::{BusError, now_ms};
@@ -10,10 +10,10 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions,
+    BasicRejectOptions, ConfirmSelectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, PublisherConfirm};
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
@@ -60,12 +60,18 @@ pub struct Server {
     consumer_tag: String,
     task: JoinHandle<()>,
     rejected: Arc<AtomicU64>,
+    refused_replies: Arc<AtomicU64>,
 }
 
 impl Server {
     /// How many messages this consumer has sent to the dead-letter queue.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// How many of this consumer's replies the broker refused (nacked).
+    pub fn refused_replies(&self) -> u64 {
+        self.refused_replies.load(Ordering::Relaxed)
     }
 
     /// Stops taking new messages. Messages being handled finish and are acked.
@@ -122,6 +128,10 @@ impl Bus {
         channel
             .basic_qos(self.prefetch(), BasicQosOptions::default())
             .await?;
+        // Replies are the publishes of this channel (see `acks` for their confirms).
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         let consumer_tag = format!("{}.{}", self.sender(), Uuid::now_v7());
         let mut consumer = channel
             .basic_consume(
@@ -137,12 +147,16 @@ impl Bus {
         let sender: Arc<str> = self.sender().into();
         let rejected = Arc::new(AtomicU64::new(0));
         let rejected_count = rejected.clone();
-        let acker = acks::start(channel.clone(), queue_name.clone());
+        let refused_replies = Arc::new(AtomicU64::new(0));
+        let acker = acks::start(channel.clone(), queue_name.clone(), refused_replies.clone());
         let task = tokio::spawn(async move {
             while let Some(delivery) = consumer.next().await {
                 match delivery {
                     Ok(delivery) => {
-                        if acker.send(Event::Delivered(delivery.delivery_tag)).is_err() {
+                        if acker
+                            .send(Event::Delivered(delivery.delivery_tag).into())
+                            .is_err()
+                        {
                             tracing::error!(queue = %queue_name, "the acker stopped; ending the consumer");
                             break;
                         }
@@ -182,6 +196,7 @@ impl Bus {
             consumer_tag,
             task,
             rejected,
+            refused_replies,
         })
     }
 }
@@ -282,8 +297,9 @@ async fn handle_delivery<H: Handler>(
                 sender,
                 key: verifier.and_then(Verifier::reply_key),
             };
-            if let Err(error) = replier.send(&envelope, reply_to, &outcome).await {
-                tracing::warn!(%error, "could not send the reply");
+            match replier.send(&envelope, reply_to, &outcome).await {
+                Ok(confirm) => settle.replied(envelope.message_id, confirm),
+                Err(error) => tracing::warn!(%error, "could not send the reply"),
             }
         }
         // What this consumer can never handle goes to the dead-letter queue, not around again.
@@ -316,7 +332,7 @@ impl Replier<'_> {
         request: &Envelope,
         reply_to: ShortString,
         outcome: &Result<T, RemoteError>,
-    ) -> Result<(), BusError> {
+    ) -> Result<PublisherConfirm, BusError> {
         let mut reply = Envelope::new(self.sender, "Reply", encode(outcome)?, now_ms());
         reply.correlation_id = Some(request.message_id);
         reply.operation_id = request.operation_id;
@@ -327,12 +343,9 @@ impl Replier<'_> {
             properties = properties.with_headers(key.sign(&body));
         }
         // Replies go through the default exchange, which routes `amq.rabbitmq.reply-to.*`
-        // names straight to the caller's channel. The one publish not confirmed: only the
-        // caller waits for it, and a lost reply (with the caller's connection or the
-        // broker) fails the call, whose retry under the same operation id gets the first
-        // result from the receiver's journal. Awaiting a confirm here before the ack cost
-        // the caller about 7% of its round trip (the two cores are shared).
-        self.channel
+        // names straight to the caller's channel. The acker looks at the confirm.
+        Ok(self
+            .channel
             .basic_publish(
                 DEFAULT_EXCHANGE.into(),
                 reply_to,
@@ -340,8 +353,7 @@ impl Replier<'_> {
                 &body,
                 properties,
             )
-            .await?;
-        Ok(())
+            .await?)
     }
 }
 
@@ -349,15 +361,20 @@ impl Replier<'_> {
 /// rejected to the dead letters.
 struct Settle {
     channel: Channel,
-    acker: UnboundedSender<Event>,
+    acker: UnboundedSender<Notice>,
     tag: u64,
     rejected: Arc<AtomicU64>,
 }
 
 impl Settle {
+    /// Hands the acker the confirm of the reply to call `id`.
+    fn replied(&self, id: Uuid, confirm: PublisherConfirm) {
+        let _ = self.acker.send(Notice::Replied(id, confirm));
+    }
+
     fn ack(self) {
         // A closed acker means a lost channel: the broker delivers the message again.
-        let _ = self.acker.send(Event::Handled(self.tag));
+        let _ = self.acker.send(Event::Handled(self.tag).into());
     }
 
     async fn reject(self) {
@@ -369,7 +386,7 @@ impl Settle {
         {
             // Sent before the acker hears of it, so no `multiple` ack can cover it first.
             Ok(()) => {
-                let _ = self.acker.send(Event::Settled(self.tag));
+                let _ = self.acker.send(Event::Settled(self.tag).into());
             }
             Err(error) => tracing::warn!(%error, "reject failed"),
         }

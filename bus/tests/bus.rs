@@ -196,6 +196,54 @@ async fn returned_calls_settle_their_own_calls_only() {
     }
 }
 
+/// Replies are published with confirms: one the broker refuses (its reply queue is full
+/// and rejects publishes) is counted, and the server goes on answering.
+#[tokio::test]
+async fn a_reply_the_broker_refuses_is_counted() {
+    let vhost = RabbitVhost::create();
+    let ((_server_bus, server), client) = echo_and_client(&vhost).await;
+    let conn = lapin::Connection::connect(&vhost.url(), Default::default())
+        .await
+        .unwrap();
+    let raw = conn.create_channel().await.unwrap();
+    let mut full = lapin::types::FieldTable::default();
+    full.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(0));
+    full.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    raw.queue_declare("full".into(), Default::default(), full)
+        .await
+        .unwrap();
+    let request = Envelope::new("raw", "Say", encode(&Echo::Say("hi".into())).unwrap(), 0);
+    raw.basic_publish(
+        "ft-test".into(),
+        "echo".into(),
+        Default::default(),
+        &request.to_bytes().unwrap(),
+        lapin::BasicProperties::default()
+            .with_reply_to("full".into())
+            .with_correlation_id(request.message_id.to_string().into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.refused_replies() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.refused_replies(), 1);
+    let reply: String = client
+        .call("echo", &Echo::Say("again".into()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, "again from client");
+    assert_eq!(server.refused_replies(), 1);
+    assert_eq!(server.rejected(), 0);
+    conn.close(200, "bye".into()).await.unwrap();
+}
+
 #[tokio::test]
 async fn call_to_nobody_fails_at_once() {
     let vhost = RabbitVhost::create();
