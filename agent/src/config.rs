@@ -3,7 +3,9 @@
 //! Layers, later wins: built-in defaults, the TOML file given with `--config`, then
 //! environment variables `FTROVE_AGENT__<SECTION>__<KEY>` (for example
 //! `FTROVE_AGENT__SERVER__PORT=3307`, `FTROVE_AGENT__INSTANCE_ID=...`). Unknown keys are
-//! ignored, so a config file can be rolled out before or after the binary that reads it.
+//! ignored, so a config file can be rolled out before or after the binary that reads it,
+//! but never silently: they are kept in [`AgentConfig::ignored_keys`], which the agent logs
+//! at start (a misspelt key is a default taken where the operator meant a value).
 //!
 //! ```toml
 //! instance_id = "0192f0c4-...."       # required: the instance this agent serves
@@ -54,6 +56,10 @@ pub struct AgentConfig {
     /// How often the agent reports.
     #[serde(default)]
     pub heartbeat: HeartbeatSection,
+    /// The keys this build does not know (`heartbeat.interval_sec`), sorted: a newer
+    /// provisioner's, or a misspelling.
+    #[serde(skip)]
+    pub ignored_keys: Vec<String>,
 }
 
 /// `[bus]`: the RabbitMQ broker. `main` turns it into the bus crate's `BusConfig`.
@@ -286,11 +292,14 @@ impl AgentConfig {
         if let Some(env) = env {
             builder = builder.add_source(env);
         }
-        let agent_config: AgentConfig = builder
-            .build()
-            .map_err(load_error)?
-            .try_deserialize()
+        let mut ignored_keys = Vec::new();
+        let mut agent_config: AgentConfig =
+            serde_ignored::deserialize(builder.build().map_err(load_error)?, |key| {
+                ignored_keys.push(key.to_string())
+            })
             .map_err(load_error)?;
+        ignored_keys.sort();
+        agent_config.ignored_keys = ignored_keys;
         agent_config.validate()?;
         Ok(agent_config)
     }
@@ -447,6 +456,27 @@ mod tests {
         let text = format!("{MINIMAL}follow_stall_secs = 1\n");
         let err = AgentConfig::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("snapshots.follow_stall_secs"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_load_and_are_listed() {
+        let text = MINIMAL.replace("[snapshots]", "frobnicate = 1\n[snapshots]")
+            + "\n[heartbeat]\ninterval_sec = 1\n";
+        let cfg = AgentConfig::from_toml(&text).unwrap();
+        assert_eq!(
+            cfg.ignored_keys,
+            ["heartbeat.interval_sec", "server.frobnicate"]
+        );
+        assert_eq!(
+            cfg.heartbeat.interval_secs,
+            default_heartbeat_interval_secs()
+        );
+        assert!(
+            AgentConfig::from_toml(MINIMAL)
+                .unwrap()
+                .ignored_keys
+                .is_empty()
+        );
     }
 
     #[test]

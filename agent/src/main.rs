@@ -76,6 +76,12 @@ async fn load_and_run(args: &Args) -> anyhow::Result<Exit> {
 /// The agent's life: start or adopt the server, then serve until told to stop.
 async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), base_dir = %config.server.base_dir.display(), "starting");
+    for key in &config.ignored_keys {
+        tracing::warn!(
+            key,
+            "ignoring a config key this agent does not know (a newer provisioner's, or a misspelling)"
+        );
+    }
     let mut signals = Signals::new()?;
     let bus_config = config.bus.to_bus_config();
     let heartbeat_interval = Duration::from_secs(config.heartbeat.interval_secs);

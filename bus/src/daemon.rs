@@ -20,6 +20,7 @@ pub fn init_logging() {
     // Colours only on a terminal: systemd's journal and log files get plain text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .with_ansi(colour)
         .init();
@@ -107,6 +108,15 @@ pub async fn serve_until_shutdown<H: crate::Handler + Clone>(
                 tracing::warn!(queue, "lost the message broker; reconnecting");
             }
         }
+    }
+}
+
+/// What a daemon that refuses its configuration says first: "bad configuration", and in
+/// which file when it was given one (the error that follows says what is wrong).
+pub fn bad_config(path: Option<&std::path::Path>) -> String {
+    match path {
+        Some(path) => format!("bad configuration in {}", path.display()),
+        None => "bad configuration".to_owned(),
     }
 }
 

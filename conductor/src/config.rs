@@ -111,6 +111,9 @@ impl ConductorConfig {
     pub fn load(path: Option<&Path>) -> Result<ConductorConfig, config::ConfigError> {
         let cfg: ConductorConfig = ferrotrove_bus::daemon::load_config(path, "FTROVE_CONDUCTOR")?;
         cfg.bus.validate().map_err(config::ConfigError::Message)?;
+        cfg.store
+            .validate()
+            .map_err(|e| config::ConfigError::Message(format!("[store]: {e}")))?;
         cfg.heartbeats
             .validate()
             .map_err(config::ConfigError::Message)?;

@@ -19,15 +19,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     ferrotrove_bus::daemon::init_logging();
     let args = Args::parse();
-    let config =
-        ferrotrove_conductor::ConductorConfig::load(args.config.as_deref()).with_context(|| {
-            format!(
-                "bad configuration{}",
-                args.config
-                    .as_ref()
-                    .map(|p| format!(" in {}", p.display()))
-                    .unwrap_or_default()
-            )
-        })?;
+    let config = ferrotrove_conductor::ConductorConfig::load(args.config.as_deref())
+        .with_context(|| ferrotrove_bus::daemon::bad_config(args.config.as_deref()))?;
     ferrotrove_conductor::run(config, ferrotrove_bus::daemon::shutdown_signal()).await
 }

@@ -266,6 +266,7 @@ impl TaskmanagerConfig {
 
     fn validate(&self) -> Result<(), String> {
         self.bus.validate()?;
+        self.store.validate().map_err(|e| format!("[store]: {e}"))?;
         if !self.local.state_dir.is_absolute() {
             return Err(format!(
                 "local.state_dir must be an absolute path, not {:?}",

@@ -20,14 +20,6 @@ async fn main() -> anyhow::Result<()> {
     ferrotrove_bus::daemon::init_logging();
     let args = Args::parse();
     let config = ferrotrove_taskmanager::TaskmanagerConfig::load(args.config.as_deref())
-        .with_context(|| {
-            format!(
-                "bad configuration{}",
-                args.config
-                    .as_ref()
-                    .map(|p| format!(" in {}", p.display()))
-                    .unwrap_or_default()
-            )
-        })?;
+        .with_context(|| ferrotrove_bus::daemon::bad_config(args.config.as_deref()))?;
     ferrotrove_taskmanager::run(config, ferrotrove_bus::daemon::shutdown_signal()).await
 }
