@@ -137,7 +137,7 @@ impl ApiConfig {
     /// Reads `path` (when given; it must exist), overlays `FTROVE_API__*` environment
     /// variables, and validates the result.
     pub fn load(path: Option<&Path>) -> Result<ApiConfig, ConfigError> {
-        let cfg: ApiConfig = ferrotrove_bus::daemon::load_config(path, ENV_PREFIX)?;
+        let cfg: ApiConfig = ferrotrove_bus::daemon::load_config(path, ENV_PREFIX, &[])?;
         cfg.validate()?;
         Ok(cfg)
     }

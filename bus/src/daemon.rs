@@ -123,11 +123,20 @@ pub fn bad_config(path: Option<&std::path::Path>) -> String {
 /// Loads a daemon's configuration: the built-in defaults of `T`, then the TOML file at
 /// `path` (when given, it must exist), then `<env_prefix>__<SECTION>__<KEY>` environment
 /// variables, whose values are read as numbers or booleans where the key wants one.
+///
+/// A section that the file or the environment gives at all is filled from its own type's
+/// defaults, not from `T`'s, so `section_defaults` names the keys whose default in `T`
+/// differs from their section type's (the conductor's `bus.prefetch`); each applies
+/// unless the file or the environment sets that key.
 pub fn load_config<T: serde::de::DeserializeOwned>(
     path: Option<&std::path::Path>,
     env_prefix: &str,
+    section_defaults: &[(&str, config::Value)],
 ) -> Result<T, config::ConfigError> {
     let mut builder = config::Config::builder();
+    for (key, value) in section_defaults {
+        builder = builder.set_default(*key, value.clone())?;
+    }
     if let Some(path) = path {
         builder = builder.add_source(
             config::File::from(path)

@@ -109,7 +109,12 @@ impl Default for ConductorConfig {
 impl ConductorConfig {
     /// Loads `path` (when given) over the defaults, then the environment, and checks it.
     pub fn load(path: Option<&Path>) -> Result<ConductorConfig, config::ConfigError> {
-        let cfg: ConductorConfig = ferrotrove_bus::daemon::load_config(path, "FTROVE_CONDUCTOR")?;
+        let prefetch = ConductorConfig::default().bus.prefetch;
+        let cfg: ConductorConfig = ferrotrove_bus::daemon::load_config(
+            path,
+            "FTROVE_CONDUCTOR",
+            &[("bus.prefetch", prefetch.into())],
+        )?;
         cfg.bus.validate().map_err(config::ConfigError::Message)?;
         cfg.store
             .validate()
@@ -137,6 +142,22 @@ mod tests {
         assert_eq!(cfg.bus.prefetch, ConductorConfig::default().bus.prefetch);
         assert_eq!(cfg.store.database, "ferrotrove");
         assert_eq!(cfg.heartbeats, HeartbeatConfig::default());
+    }
+
+    #[test]
+    fn a_bus_section_without_prefetch_keeps_the_conductors_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conductor.toml");
+        std::fs::write(&path, "[bus]\nurl = \"amqp://u:p@10.0.0.1:5672/%2f\"\n").unwrap();
+        let cfg = ConductorConfig::load(Some(&path)).unwrap();
+        assert_eq!(cfg.bus.prefetch, 1024);
+        assert_eq!(cfg.bus.url, "amqp://u:p@10.0.0.1:5672/%2f");
+        assert_eq!(cfg.bus.exchange, ConductorConfig::default().bus.exchange);
+        std::fs::write(&path, "[bus]\nprefetch = 2048\n").unwrap();
+        assert_eq!(
+            ConductorConfig::load(Some(&path)).unwrap().bus.prefetch,
+            2048
+        );
     }
 
     #[test]

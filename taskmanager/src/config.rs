@@ -258,8 +258,12 @@ impl Timeouts {
 impl TaskmanagerConfig {
     /// Loads `path` (when given) over the defaults, then the environment, and checks it.
     pub fn load(path: Option<&Path>) -> Result<TaskmanagerConfig, config::ConfigError> {
-        let cfg: TaskmanagerConfig =
-            ferrotrove_bus::daemon::load_config(path, "FTROVE_TASKMANAGER")?;
+        let prefetch = TaskmanagerConfig::default().bus.prefetch;
+        let cfg: TaskmanagerConfig = ferrotrove_bus::daemon::load_config(
+            path,
+            "FTROVE_TASKMANAGER",
+            &[("bus.prefetch", prefetch.into())],
+        )?;
         cfg.validate().map_err(config::ConfigError::Message)?;
         Ok(cfg)
     }
@@ -304,6 +308,20 @@ impl TaskmanagerConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bus_section_without_prefetch_keeps_the_taskmanagers_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("taskmanager.toml");
+        std::fs::write(&path, "[bus]\nexchange = \"other\"\n").unwrap();
+        let cfg = TaskmanagerConfig::load(Some(&path)).unwrap();
+        assert_eq!((cfg.bus.prefetch, cfg.bus.exchange.as_str()), (16, "other"));
+        std::fs::write(&path, "[bus]\nprefetch = 4\n").unwrap();
+        assert_eq!(
+            TaskmanagerConfig::load(Some(&path)).unwrap().bus.prefetch,
+            4
+        );
+    }
+
     #[test]
     fn the_shipped_example_config_loads_with_the_defaults() {
         let example =
