@@ -109,12 +109,8 @@ impl Default for ConductorConfig {
 impl ConductorConfig {
     /// Loads `path` (when given) over the defaults, then the environment, and checks it.
     pub fn load(path: Option<&Path>) -> Result<ConductorConfig, config::ConfigError> {
-        let prefetch = ConductorConfig::default().bus.prefetch;
-        let cfg: ConductorConfig = ferrotrove_bus::daemon::load_config(
-            path,
-            "FTROVE_CONDUCTOR",
-            &[("bus.prefetch", prefetch.into())],
-        )?;
+        let defaults = [("bus.prefetch", Self::default().bus.prefetch.into())];
+        let cfg: Self = ferrotrove_bus::daemon::load_config(path, "FTROVE_CONDUCTOR", &defaults)?;
         cfg.bus.validate().map_err(config::ConfigError::Message)?;
         cfg.store
             .validate()

@@ -258,12 +258,8 @@ impl Timeouts {
 impl TaskmanagerConfig {
     /// Loads `path` (when given) over the defaults, then the environment, and checks it.
     pub fn load(path: Option<&Path>) -> Result<TaskmanagerConfig, config::ConfigError> {
-        let prefetch = TaskmanagerConfig::default().bus.prefetch;
-        let cfg: TaskmanagerConfig = ferrotrove_bus::daemon::load_config(
-            path,
-            "FTROVE_TASKMANAGER",
-            &[("bus.prefetch", prefetch.into())],
-        )?;
+        let defaults = [("bus.prefetch", Self::default().bus.prefetch.into())];
+        let cfg: Self = ferrotrove_bus::daemon::load_config(path, "FTROVE_TASKMANAGER", &defaults)?;
         cfg.validate().map_err(config::ConfigError::Message)?;
         Ok(cfg)
     }
