@@ -68,7 +68,8 @@ async fn main() -> ExitCode {
 }
 
 async fn load_and_run(args: &Args) -> anyhow::Result<Exit> {
-    let config = AgentConfig::load(&args.config).context("refusing to start")?;
+    let config = AgentConfig::load(&args.config)
+        .with_context(|| ferrotrove_bus::daemon::bad_config(Some(&args.config)))?;
     let span = tracing::info_span!("agent", instance_id = %config.instance_id);
     run(config).instrument(span).await
 }

@@ -52,7 +52,7 @@
 
 use ferrotrove_bus::BusConfig;
 use ferrotrove_store::StoreConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,7 +61,7 @@ use std::time::Duration;
 pub const ENV_PREFIX: &str = "FTROVE_API";
 
 /// Everything `ftrove-api` can be told.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Where to serve HTTP. Default `127.0.0.1:8779`, Trove's port.
@@ -80,7 +80,7 @@ pub struct ApiConfig {
 }
 
 /// `[auth]`: how requests are authenticated.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Default [`AuthMode::Tokens`].
@@ -92,7 +92,7 @@ pub struct AuthConfig {
 }
 
 /// `auth.mode`. Anything but these two words is refused at start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Every request under `/v1.0/{tenant}/` needs an `X-Auth-Token` that the tokens file
@@ -137,7 +137,7 @@ impl ApiConfig {
     /// Reads `path` (when given; it must exist), overlays `FTROVE_API__*` environment
     /// variables, and validates the result.
     pub fn load(path: Option<&Path>) -> Result<ApiConfig, ConfigError> {
-        let cfg: ApiConfig = ferrotrove_bus::daemon::load_config(path, ENV_PREFIX, &[])?;
+        let cfg: ApiConfig = ferrotrove_bus::daemon::load_config(path, ENV_PREFIX)?;
         cfg.validate()?;
         Ok(cfg)
     }

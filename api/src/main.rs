@@ -64,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
             )
             .init(),
     }
-    let config = ApiConfig::load(args.config.as_deref()).context("ftrove-api cannot start")?;
+    let config = ApiConfig::load(args.config.as_deref())
+        .with_context(|| ferrotrove_bus::daemon::bad_config(args.config.as_deref()))?;
     match args.command {
         None => serve(config).await,
         Some(Command::Tokens(command)) => tokens(config, command).await,

@@ -12,7 +12,7 @@ const FRAME_MAX: u32 = 128 * 1024;
 pub const DEFAULT_CONFIRM_TIMEOUT_SECS: u64 = 10;
 
 /// Connection settings, embedded in each daemon's config file as `[bus]`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
     /// AMQP URL with credentials, e.g. `amqp://user:password@127.0.0.1:5672/%2f`. A secret:

@@ -120,23 +120,29 @@ pub fn bad_config(path: Option<&std::path::Path>) -> String {
     }
 }
 
-/// Loads a daemon's configuration: the built-in defaults of `T`, then the TOML file at
-/// `path` (when given, it must exist), then `<env_prefix>__<SECTION>__<KEY>` environment
-/// variables, whose values are read as numbers or booleans where the key wants one.
+/// Loads a daemon's configuration: `T::default()`, then the TOML file at `path` (when
+/// given, it must exist), then `<env_prefix>__<SECTION>__<KEY>` environment variables,
+/// whose values are read as numbers or booleans where the key wants one.
 ///
-/// A section that the file or the environment gives at all is filled from its own type's
-/// defaults, not from `T`'s, so `section_defaults` names the keys whose default in `T`
-/// differs from their section type's (the conductor's `bus.prefetch`); each applies
-/// unless the file or the environment sets that key.
-pub fn load_config<T: serde::de::DeserializeOwned>(
+/// Each layer sets only the keys it names, so every key left unset keeps the daemon's own
+/// default, also in a section the file gives in part (a `[bus]` with only `url` keeps the
+/// conductor's `bus.prefetch`, not `BusConfig`'s).
+pub fn load_config<T: serde::Serialize + serde::de::DeserializeOwned + Default>(
     path: Option<&std::path::Path>,
     env_prefix: &str,
-    section_defaults: &[(&str, config::Value)],
 ) -> Result<T, config::ConfigError> {
-    let mut builder = config::Config::builder();
-    for (key, value) in section_defaults {
-        builder = builder.set_default(*key, value.clone())?;
-    }
+    let environment = config::Environment::with_prefix(env_prefix)
+        .separator("__")
+        .try_parsing(true);
+    load_layers(path, environment)
+}
+
+fn load_layers<T: serde::Serialize + serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+    environment: config::Environment,
+) -> Result<T, config::ConfigError> {
+    let mut builder =
+        config::Config::builder().add_source(config::Config::try_from(&T::default())?);
     if let Some(path) = path {
         builder = builder.add_source(
             config::File::from(path)
@@ -144,12 +150,105 @@ pub fn load_config<T: serde::de::DeserializeOwned>(
                 .required(true),
         );
     }
-    builder
-        .add_source(
-            config::Environment::with_prefix(env_prefix)
-                .separator("__")
-                .try_parsing(true),
-        )
-        .build()?
-        .try_deserialize()
+    builder.add_source(environment).build()?.try_deserialize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+    use std::collections::HashMap;
+
+    /// A daemon whose `[section]` defaults differ from `Section::default()`.
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Daemon {
+        section: Section,
+        names: Vec<String>,
+        optional: Option<Section>,
+    }
+
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Section {
+        a: u16,
+        b: String,
+        c: bool,
+    }
+
+    impl Default for Section {
+        fn default() -> Self {
+            Section {
+                a: 1,
+                b: "section".into(),
+                c: false,
+            }
+        }
+    }
+
+    impl Default for Daemon {
+        fn default() -> Self {
+            Daemon {
+                section: Section {
+                    a: 1000,
+                    b: "daemon".into(),
+                    c: true,
+                },
+                names: vec!["x".into(), "y".into(), "z".into()],
+                optional: None,
+            }
+        }
+    }
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Daemon, config::ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("daemon.toml");
+        std::fs::write(&path, file).expect("write config");
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let environment = config::Environment::with_prefix("T")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env));
+        load_layers(Some(&path), environment)
+    }
+
+    #[test]
+    fn keys_left_unset_keep_the_daemons_defaults_in_a_section_given_in_part() {
+        let cfg = load("[section]\nb = \"file\"\n", &[("T__SECTION__C", "false")]).unwrap();
+        assert_eq!(
+            cfg.section,
+            Section {
+                a: 1000,
+                b: "file".into(),
+                c: false
+            }
+        );
+        assert_eq!(load("", &[]).unwrap(), Daemon::default());
+    }
+
+    #[test]
+    fn lists_and_tables_given_replace_the_defaults() {
+        let cfg = load("names = [\"only\"]\n[optional]\na = 7\n", &[]).unwrap();
+        assert_eq!(cfg.names, ["only"]);
+        assert_eq!(
+            cfg.optional,
+            Some(Section {
+                a: 7,
+                ..Section::default()
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_still_refused() {
+        let err = load("[section]\nd = 1\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `d`"), "{err}");
+        let err = load("", &[("T__SECTION__A", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("section.a"), "{err}");
+    }
 }

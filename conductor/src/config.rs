@@ -3,11 +3,11 @@
 
 use ferrotrove_bus::BusConfig;
 use ferrotrove_store::StoreConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConductorConfig {
     /// The message bus (`[bus]`): url, exchange, prefetch. The conductor's prefetch bounds
@@ -23,7 +23,7 @@ pub struct ConductorConfig {
 }
 
 /// `[heartbeats]`: how heartbeats are written and when an instance counts as silent.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatConfig {
     /// The most heartbeats written in one statement. Default 512.
@@ -109,8 +109,7 @@ impl Default for ConductorConfig {
 impl ConductorConfig {
     /// Loads `path` (when given) over the defaults, then the environment, and checks it.
     pub fn load(path: Option<&Path>) -> Result<ConductorConfig, config::ConfigError> {
-        let defaults = [("bus.prefetch", Self::default().bus.prefetch.into())];
-        let cfg: Self = ferrotrove_bus::daemon::load_config(path, "FTROVE_CONDUCTOR", &defaults)?;
+        let cfg: Self = ferrotrove_bus::daemon::load_config(path, "FTROVE_CONDUCTOR")?;
         cfg.bus.validate().map_err(config::ConfigError::Message)?;
         cfg.store
             .validate()

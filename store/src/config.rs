@@ -1,12 +1,12 @@
 //! How a daemon tells the store where the control DB is.
 
 use crate::StoreError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Where the control DB lives. Daemons embed this as their `[store]` section.
 /// Unknown keys are refused, so a misspelt key cannot silently leave a default in force.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `mysql://user:password@host:port`; a database path in it is ignored in favour of

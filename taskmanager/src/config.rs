@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskmanagerConfig {
     /// The message bus (`[bus]`). Its prefetch is how many tasks run at once. Default 16.
@@ -32,7 +32,7 @@ pub struct TaskmanagerConfig {
     pub trusted_publishers: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ProvisionerKind {
     /// Instances are agent processes with their own MariaDB server on this host.
@@ -41,7 +41,7 @@ pub enum ProvisionerKind {
 
 /// The `local` provisioner: every instance is a directory under `state_dir` holding the
 /// agent's config and log and the MariaDB data, with a port of its own on `host`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalConfig {
     /// Where instance directories and the snapshot store live. Default `/var/lib/ferrotrove`.
@@ -143,7 +143,7 @@ impl SnapshotS3Config {
 }
 
 /// `[seeding]`: how replicas get their first copy of the data.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SeedingConfig {
     /// `auto` (physical when the source's host has mariabackup, else logical), `physical`
@@ -152,7 +152,7 @@ pub struct SeedingConfig {
 }
 
 /// Seconds each kind of agent call may take.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Timeouts {
     /// A new agent must answer a ping within this. Default 60.
@@ -258,8 +258,7 @@ impl Timeouts {
 impl TaskmanagerConfig {
     /// Loads `path` (when given) over the defaults, then the environment, and checks it.
     pub fn load(path: Option<&Path>) -> Result<TaskmanagerConfig, config::ConfigError> {
-        let defaults = [("bus.prefetch", Self::default().bus.prefetch.into())];
-        let cfg: Self = ferrotrove_bus::daemon::load_config(path, "FTROVE_TASKMANAGER", &defaults)?;
+        let cfg: Self = ferrotrove_bus::daemon::load_config(path, "FTROVE_TASKMANAGER")?;
         cfg.validate().map_err(config::ConfigError::Message)?;
         Ok(cfg)
     }

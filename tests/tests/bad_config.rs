@@ -67,6 +67,11 @@ fn refusal(name: &str, config: &Path) -> String {
         !stderr.contains(PASSWORD),
         "{name} printed a password: {stderr}"
     );
+    let says = format!("bad configuration in {}", config.display());
+    assert!(
+        stderr.contains(&says),
+        "{name} did not say {says:?}: {stderr}"
+    );
     stderr
 }
 
