@@ -1,9 +1,11 @@
 //! `ftrove-agent --config /path/agent.toml`: the guest agent daemon.
 //!
-//! Loads the config (refusing to start on a bad one), adopts or starts a prepared server,
-//! serves `guestagent.<instance id>` and heartbeats, reconnecting to the broker whenever
-//! the connection drops. SIGTERM/SIGINT stop the agent and leave the database server
-//! running (a restarted agent adopts it); the Shutdown command stops both.
+//! Loads the config (refusing a bad one with exit status 78, which systemd does not
+//! restart), adopts or starts a prepared server, serves `guestagent.<instance id>` and
+//! heartbeats, reconnecting to the broker whenever the connection drops. SIGTERM/SIGINT
+//! stop the agent and leave the database server running (a restarted agent adopts it);
+//! the Shutdown command stops both, and the agent exits 0 (its unit restarts it only on
+//! failure).
 
 use anyhow::Context;
 use clap::Parser;
@@ -48,7 +50,13 @@ enum Exit {
 async fn main() -> ExitCode {
     let args = Args::parse();
     ferrotrove_bus::daemon::init_logging();
-    match load_and_run(&args).await {
+    let config = ferrotrove_bus::daemon::config_or_exit(
+        "ftrove-agent",
+        Some(&args.config),
+        AgentConfig::load(&args.config),
+    );
+    let span = tracing::info_span!("agent", instance_id = %config.instance_id);
+    match run(config).instrument(span).await {
         Ok(Exit::Signal(name)) => {
             tracing::info!(
                 signal = name,
@@ -65,13 +73,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn load_and_run(args: &Args) -> anyhow::Result<Exit> {
-    let config = AgentConfig::load(&args.config)
-        .with_context(|| ferrotrove_bus::daemon::bad_config(Some(&args.config)))?;
-    let span = tracing::info_span!("agent", instance_id = %config.instance_id);
-    run(config).instrument(span).await
 }
 
 /// The agent's life: start or adopt the server, then serve until told to stop.

@@ -64,8 +64,11 @@ async fn main() -> anyhow::Result<()> {
             )
             .init(),
     }
-    let config = ApiConfig::load(args.config.as_deref())
-        .with_context(|| ferrotrove_bus::daemon::bad_config(args.config.as_deref()))?;
+    let config = ferrotrove_bus::daemon::config_or_exit(
+        "ftrove-api",
+        args.config.as_deref(),
+        ApiConfig::load(args.config.as_deref()),
+    );
     match args.command {
         None => serve(config).await,
         Some(Command::Tokens(command)) => tokens(config, command).await,

@@ -111,12 +111,26 @@ pub async fn serve_until_shutdown<H: crate::Handler + Clone>(
     }
 }
 
-/// What a daemon that refuses its configuration says first: "bad configuration", and in
-/// which file when it was given one (the error that follows says what is wrong).
-pub fn bad_config(path: Option<&std::path::Path>) -> String {
-    match path {
-        Some(path) => format!("bad configuration in {}", path.display()),
-        None => "bad configuration".to_owned(),
+/// The exit status of a daemon that refuses its configuration: `EX_CONFIG` of
+/// sysexits(3). The systemd units do not restart a daemon that exits with it
+/// (`RestartPreventExitStatus=78`): starting it again on the same file cannot help.
+pub const EXIT_BAD_CONFIG: i32 = 78;
+
+/// The configuration `loaded` from `path` by daemon `name`; when it was refused, says so
+/// on stderr ("NAME: bad configuration in FILE: why") and exits with [`EXIT_BAD_CONFIG`].
+/// Call it at start, before anything is connected or spawned.
+pub fn config_or_exit<T, E: std::fmt::Display>(
+    name: &str,
+    path: Option<&std::path::Path>,
+    loaded: Result<T, E>,
+) -> T {
+    match loaded {
+        Ok(config) => config,
+        Err(error) => {
+            let file = path.map_or(String::new(), |p| format!(" in {}", p.display()));
+            eprintln!("{name}: bad configuration{file}: {error}");
+            std::process::exit(EXIT_BAD_CONFIG);
+        }
     }
 }
 

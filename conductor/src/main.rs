@@ -1,6 +1,5 @@
 //! `ftrove-conductor`: stores what guest agents report.
 
-use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -19,7 +18,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     ferrotrove_bus::daemon::init_logging();
     let args = Args::parse();
-    let config = ferrotrove_conductor::ConductorConfig::load(args.config.as_deref())
-        .with_context(|| ferrotrove_bus::daemon::bad_config(args.config.as_deref()))?;
+    let config = ferrotrove_bus::daemon::config_or_exit(
+        "ftrove-conductor",
+        args.config.as_deref(),
+        ferrotrove_conductor::ConductorConfig::load(args.config.as_deref()),
+    );
     ferrotrove_conductor::run(config, ferrotrove_bus::daemon::shutdown_signal()).await
 }

@@ -1,6 +1,5 @@
 //! `ftrove-taskmanager`: runs orchestrations.
 
-use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -19,7 +18,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     ferrotrove_bus::daemon::init_logging();
     let args = Args::parse();
-    let config = ferrotrove_taskmanager::TaskmanagerConfig::load(args.config.as_deref())
-        .with_context(|| ferrotrove_bus::daemon::bad_config(args.config.as_deref()))?;
+    let config = ferrotrove_bus::daemon::config_or_exit(
+        "ftrove-taskmanager",
+        args.config.as_deref(),
+        ferrotrove_taskmanager::TaskmanagerConfig::load(args.config.as_deref()),
+    );
     ferrotrove_taskmanager::run(config, ferrotrove_bus::daemon::shutdown_signal()).await
 }

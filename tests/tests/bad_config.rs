@@ -67,10 +67,15 @@ fn refusal(name: &str, config: &Path) -> String {
         !stderr.contains(PASSWORD),
         "{name} printed a password: {stderr}"
     );
-    let says = format!("bad configuration in {}", config.display());
+    let says = format!("{name}: bad configuration in {}: ", config.display());
     assert!(
         stderr.contains(&says),
         "{name} did not say {says:?}: {stderr}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(ferrotrove_bus::daemon::EXIT_BAD_CONFIG),
+        "{name}'s exit status on a refused config: {stderr}"
     );
     stderr
 }
