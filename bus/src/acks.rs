@@ -173,15 +173,16 @@ fn settled(
 }
 
 /// Starts the acker of `channel`'s consumer; it ends when every sender is dropped (the
-/// consumer and all its handlers are done) or the channel fails. `refused_replies` counts
-/// the replies the broker refused.
+/// consumer and all its handlers are done) or the channel fails, once it has sent the
+/// last acks: the handle it returns resolves then. `refused_replies` counts the replies
+/// the broker refused.
 pub(crate) fn start(
     channel: Channel,
     queue: Arc<str>,
     refused_replies: Arc<AtomicU64>,
-) -> mpsc::UnboundedSender<Notice> {
+) -> (mpsc::UnboundedSender<Notice>, tokio::task::JoinHandle<()>) {
     let (notices, mut received) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let acker = tokio::spawn(async move {
         let mut window = AckWindow::default();
         let mut replies = ReplyConfirms::default();
         let mut batch = Vec::with_capacity(256);
@@ -232,7 +233,7 @@ pub(crate) fn start(
         // Every sender is gone.
         replies.finish(&queue, &refused_replies).await;
     });
-    notices
+    (notices, acker)
 }
 
 #[cfg(test)]

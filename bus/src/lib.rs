@@ -36,7 +36,7 @@ pub use auth::{KeyLookup, SigningKey, Verifier};
 pub use config::{BusConfig, DEFAULT_CONFIRM_TIMEOUT_SECS, TlsConfig};
 pub use connection::{Bus, dead_letter_name};
 pub use error::BusError;
-pub use serve::{Handler, MAX_MESSAGE_BYTES, RequestContext, Server};
+pub use serve::{Handler, MAX_MESSAGE_BYTES, RequestContext, STOP_DRAIN, Server};
 
 /// Milliseconds since the Unix epoch by this host's clock.
 fn now_ms() -> i64 {

@@ -92,6 +92,10 @@ impl Replies {
             while let Some(delivery) = consumer.next().await {
                 let delivery = match delivery {
                     Ok(d) => d,
+                    Err(error) if closed_by_us(&error) => {
+                        tracing::debug!(%error, "reply consumer closed");
+                        break;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "reply consumer failed");
                         break;
@@ -204,6 +208,18 @@ fn hand_over(replies: &Replies, confirmation: Confirmation) -> bool {
         replies.returned(&message);
     }
     nacked
+}
+
+/// Whether `error` ends a consumer because this process closed its channel or connection
+/// (a stop, not a fault).
+fn closed_by_us(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::InvalidChannelState(
+            lapin::ChannelState::Closing | lapin::ChannelState::Closed,
+            _
+        )
+    )
 }
 
 /// A call's id, as its request and its reply carry it.

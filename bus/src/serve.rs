@@ -18,6 +18,7 @@ use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -54,11 +55,16 @@ pub struct RequestContext {
     pub key_id: Option<Uuid>,
 }
 
+/// How long [`Server::stop`] waits for the messages being handled to finish.
+pub const STOP_DRAIN: Duration = Duration::from_secs(5);
+
 /// A running consumer. Dropping it leaves it running; [`Server::stop`] ends it.
 pub struct Server {
     channel: Channel,
     consumer_tag: String,
     task: JoinHandle<()>,
+    /// Ends once every handler is done and its ack sent (see `acks`).
+    acker: JoinHandle<()>,
     rejected: Arc<AtomicU64>,
     refused_replies: Arc<AtomicU64>,
 }
@@ -74,7 +80,10 @@ impl Server {
         self.refused_replies.load(Ordering::Relaxed)
     }
 
-    /// Stops taking new messages. Messages being handled finish and are acked.
+    /// Stops taking new messages, lets the messages being handled finish and be acked
+    /// (for at most [`STOP_DRAIN`]), then closes the channel. What is still being handled
+    /// then, and what the broker had sent but no handler had taken, goes back to the queue
+    /// and is delivered again, marked redelivered, with the same operation id.
     pub async fn stop(self) {
         let _ = self
             .channel
@@ -84,6 +93,17 @@ impl Server {
             )
             .await;
         self.task.abort();
+        if tokio::time::timeout(STOP_DRAIN, self.acker).await.is_err() {
+            tracing::info!(
+                after = ?STOP_DRAIN,
+                "stopping with messages still being handled; the broker will deliver them again"
+            );
+        }
+        // Closed here, not when the last handle goes: lapin closes a dropped channel
+        // later, and a close that comes after the connection's is logged as an error.
+        if let Err(error) = self.channel.close(200, "stopped".into()).await {
+            tracing::debug!(%error, "closing the consumer's channel");
+        }
     }
 
     /// Resolves when the consumer ends by itself: the connection or channel was lost.
@@ -148,7 +168,8 @@ impl Bus {
         let rejected = Arc::new(AtomicU64::new(0));
         let rejected_count = rejected.clone();
         let refused_replies = Arc::new(AtomicU64::new(0));
-        let acker = acks::start(channel.clone(), queue_name.clone(), refused_replies.clone());
+        let (acker, acker_done) =
+            acks::start(channel.clone(), queue_name.clone(), refused_replies.clone());
         let task = tokio::spawn(async move {
             while let Some(delivery) = consumer.next().await {
                 match delivery {
@@ -195,6 +216,7 @@ impl Bus {
             channel,
             consumer_tag,
             task,
+            acker: acker_done,
             rejected,
             refused_replies,
         })

@@ -375,26 +375,7 @@ async fn acks_are_coalesced_and_a_held_message_holds_back_nothing() {
     held.add_permits(1);
     // Everything handled is acked while the consumer still runs: the broker holds nothing,
     // ready or unacknowledged (polled: the held message's ack follows its release).
-    let counts = || {
-        ferrotrove_tests::rabbitmqctl(&[
-            "list_queues",
-            "-p",
-            &vhost.name,
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-        ])
-        .unwrap()
-        .lines()
-        .find(|line| line.split_whitespace().next() == Some("work"))
-        .map(|line| {
-            line.split_whitespace()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
-    };
+    let counts = || queue_counts(&vhost, "work");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = counts();
     while seen != "0 0" && Instant::now() < deadline {
@@ -403,6 +384,61 @@ async fn acks_are_coalesced_and_a_held_message_holds_back_nothing() {
     }
     assert_eq!(seen, "0 0", "messages ready, unacknowledged");
     serving.stop().await;
+}
+
+/// Ready and unacknowledged messages of `queue` in `vhost`, as "READY UNACKED".
+fn queue_counts(vhost: &RabbitVhost, queue: &str) -> String {
+    ferrotrove_tests::rabbitmqctl(&[
+        "list_queues",
+        "-p",
+        &vhost.name,
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+    ])
+    .unwrap()
+    .lines()
+    .find(|line| line.split_whitespace().next() == Some(queue))
+    .map(|line| {
+        line.split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+    .unwrap_or_default()
+}
+
+/// Stopping a server (a daemon's SIGTERM) lets the message being handled finish and be
+/// acked before the channel closes: closing the connection right after leaves nothing to
+/// deliver again.
+#[tokio::test]
+async fn stop_lets_the_message_being_handled_finish_and_be_acked() {
+    let vhost = RabbitVhost::create();
+    let client = bus(&vhost, "client").await;
+    client.declare_queue("work").await.unwrap();
+    let server = EchoServer::default();
+    let held = server.held.clone();
+    let server_bus = bus(&vhost, "server").await;
+    let serving = server_bus.serve("work", server).await.unwrap();
+    client.cast("work", &Echo::Hold).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while queue_counts(&vhost, "work") != "0 1" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        queue_counts(&vhost, "work"),
+        "0 1",
+        "the message is being handled"
+    );
+    // Released while the server is stopping (well within `STOP_DRAIN`).
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        held.add_permits(1);
+    });
+    serving.stop().await;
+    server_bus.close().await;
+    release.await.unwrap();
+    assert_eq!(queue_counts(&vhost, "work"), "0 0", "ready, unacknowledged");
 }
 
 #[tokio::test]

@@ -297,6 +297,9 @@ async fn check_liveness_periodically(
 ) {
     let mut ticks = tokio::time::interval(settings.check_interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once; the consumer starting at the same time is not an obstacle
+    // worth a warning, so the first look is one interval after start.
+    ticks.tick().await;
     let mut clear_since: Option<std::time::Instant> = None;
     let mut logged = None;
     loop {

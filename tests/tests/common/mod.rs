@@ -15,6 +15,8 @@ pub struct Stack {
     pub api_url: String,
     pub state: PathBuf,
     daemons: Vec<(String, Child)>,
+    /// Whether [`Stack::stop_daemons`] has run (the children are reaped then).
+    daemons_stopped: bool,
     taskmanager_env: Vec<(String, String)>,
     // Dropped after the processes are stopped (fields drop in declaration order).
     pub db: ControlDb,
@@ -124,6 +126,7 @@ impl Stack {
             api_url: format!("http://127.0.0.1:{port}/v1.0/test-tenant"),
             state,
             daemons,
+            daemons_stopped: false,
             db,
             broker,
             _tmp: tmp,
@@ -134,6 +137,38 @@ impl Stack {
 
     fn root(&self) -> &Path {
         self._tmp.path()
+    }
+
+    /// What daemon `name` (`conductor`, `taskmanager`, `api`) has logged so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.root().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Stops every daemon with SIGTERM, as systemd does, and returns how each one exited
+    /// (`None`: it was still running after 10 s, and was killed). Agents keep running.
+    pub fn stop_daemons(&mut self) -> Vec<(String, Option<std::process::ExitStatus>)> {
+        if std::mem::replace(&mut self.daemons_stopped, true) {
+            return Vec::new();
+        }
+        for (_, child) in &mut self.daemons {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let mut exits = Vec::new();
+        for (name, child) in &mut self.daemons {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let status = child.try_wait().ok().flatten();
+            if status.is_none() {
+                eprintln!("ftrove-{name} ignored SIGTERM");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            exits.push((name.clone(), status));
+        }
+        exits
     }
 
     fn wait_for_api(&self) {
@@ -454,21 +489,7 @@ impl Drop for Stack {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        for (_, child) in &mut self.daemons {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
-        for (name, child) in &mut self.daemons {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if child.try_wait().ok().flatten().is_none() {
-                eprintln!("ftrove-{name} ignored SIGTERM");
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        self.stop_daemons();
         kill_processes_under(&self.state);
         // Broker users outlive vhosts: remove those of instances a failed test left behind.
         for entry in std::fs::read_dir(self.state.join("instances"))
