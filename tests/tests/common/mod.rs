@@ -139,7 +139,8 @@ impl Stack {
         self._tmp.path()
     }
 
-    /// What daemon `name` (`conductor`, `taskmanager`, `api`) has logged so far.
+    /// What daemon `name` (`conductor`, `taskmanager`, `taskmanager-2`, `api`) has logged
+    /// so far.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.root().join(format!("{name}.log"))).unwrap_or_default()
     }
@@ -194,8 +195,7 @@ impl Stack {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for (name, _) in &self.daemons {
-            let text = std::fs::read_to_string(self.root().join(format!("{name}.log")))
-                .unwrap_or_default();
+            let text = self.log(name);
             let lines: Vec<&str> = text.lines().collect();
             out += &format!(
                 "--- {name}.log\n{}\n",
